@@ -1,0 +1,156 @@
+import { createHash } from 'node:crypto'
+import type { Queue } from 'bullmq'
+import { monotonicFactory } from 'ulid'
+import type { Config } from './config.js'
+import { normalizePhone } from './domain/phone.js'
+import { analyzeText, MAX_SEGMENTS } from './domain/segments.js'
+import { FieldError, HttpError } from './errors.js'
+import { SEND_BATCH_SIZE, sendJobOptions, type SendJob } from './queues.js'
+import type { NewMessageBody } from './schemas/messages.js'
+import type { Message, MessageStore, NewMessage } from './store/message-store.js'
+
+const MAX_SCHEDULE_MS = 180 * 24 * 60 * 60 * 1000
+const ulid = monotonicFactory()
+export const newMessageId = (): string => `msg_${ulid()}`
+
+export interface AcceptDeps {
+  config: Config
+  store: MessageStore
+  sendQueue: Queue<SendJob>
+}
+
+export interface Idempotency {
+  /** The API key's own namespace: two clients may use the same key. */
+  scope: string
+  key: string
+}
+
+export interface Accepted {
+  messages: Message[]
+  /** True when an earlier request with the same Idempotency-Key created them. */
+  replayed: boolean
+}
+
+/**
+ * Turns validated bodies into stored messages and send jobs. All or nothing: the records go in one
+ * MULTI, the jobs in one addBulk; if the jobs cannot be added the records are removed again, so a
+ * 503 leaves nothing behind.
+ */
+export async function acceptMessages(deps: AcceptDeps, bodies: NewMessageBody[], fieldPrefix: (i: number) => string, idempotency?: Idempotency): Promise<Accepted> {
+  const now = Date.now()
+  const messages = bodies.map((body, i) => prepare(body, fieldPrefix(i), deps.config, now))
+
+  if (idempotency) {
+    const fingerprint = sha256(stableStringify(bodies))
+    const earlier = await deps.store.reserveIdempotencyKey(idempotency.scope, idempotency.key, { fingerprint, ids: messages.map((m) => m.id) })
+    if (earlier) {
+      if (earlier.fingerprint !== fingerprint) throw new HttpError(422, 'Idempotency-Key was already used with a different request body', 'IDEMPOTENCY_MISMATCH')
+      return { messages: await waitForEarlier(deps.store, earlier.ids), replayed: true }
+    }
+  }
+
+  try {
+    const stored = await deps.store.create(messages, new Date(now))
+    await enqueue(deps, stored)
+    return { messages: stored, replayed: false }
+  } catch (error) {
+    await undo(deps.store, messages.map((m) => m.id), idempotency)
+    throw error
+  }
+}
+
+async function enqueue(deps: AcceptDeps, messages: Message[]): Promise<void> {
+  const ids = messages.map((m) => m.id)
+  try {
+    await deps.sendQueue.addBulk(sendJobs(messages, deps.config))
+  } catch (error) {
+    await deps.store.remove(ids).catch(() => {
+      // Redis is gone: the records stay in the outbox, from which the send workers enqueue them.
+    })
+    throw error
+  }
+  await deps.store.enqueued(ids)
+}
+
+async function undo(store: MessageStore, ids: string[], idempotency: Idempotency | undefined): Promise<void> {
+  if (!idempotency) return
+  await store.releaseIdempotencyKey(idempotency.scope, idempotency.key).catch(() => {
+    // Redis is gone; the key expires on its own, and a retry with it then finds no message.
+  })
+}
+
+/** Messages created together with the same send time share jobs of up to 100. */
+export function sendJobs(messages: Message[], config: Config) {
+  const groups = new Map<string, Message[]>()
+  for (const m of messages) {
+    const group = groups.get(m.sendAt ?? '') ?? []
+    group.push(m)
+    groups.set(m.sendAt ?? '', group)
+  }
+  const options = sendJobOptions(config)
+  const now = Date.now()
+  return [...groups].flatMap(([sendAt, group]) => {
+    const delay = sendAt ? Math.max(0, Date.parse(sendAt) - now) : 0
+    const jobs = []
+    for (let i = 0; i < group.length; i += SEND_BATCH_SIZE) {
+      const ids = group.slice(i, i + SEND_BATCH_SIZE).map((m) => m.id)
+      jobs.push({ name: 'send', data: { ids }, opts: { ...options, jobId: ids[0]!, ...(delay > 0 ? { delay } : {}) } })
+    }
+    return jobs
+  })
+}
+
+function prepare(body: NewMessageBody, field: string, config: Config, now: number): NewMessage {
+  const to = normalizePhone(body.to)
+  if (!to) throw new FieldError(`${field}/to`, 'must be a valid international phone number, e.g. +41 79 302 67 27')
+  const { encoding, segments } = analyzeText(body.text)
+  if (segments > MAX_SEGMENTS) throw new FieldError(`${field}/text`, `needs ${segments} segments (${encoding}); at most ${MAX_SEGMENTS} are allowed`)
+  let sendAt: string | undefined
+  if (body.sendAt !== undefined) {
+    const at = Date.parse(body.sendAt)
+    if (!(at > now)) throw new FieldError(`${field}/sendAt`, 'must be in the future')
+    if (at - now > MAX_SCHEDULE_MS) throw new FieldError(`${field}/sendAt`, 'must be at most 180 days ahead')
+    sendAt = new Date(at).toISOString()
+  }
+  return {
+    id: newMessageId(),
+    to,
+    from: body.from ?? config.INFOBIP_SENDER,
+    text: body.text,
+    reference: body.reference,
+    callbackUrl: body.callbackUrl,
+    sendAt,
+    validityPeriodMinutes: body.validityPeriodMinutes,
+    encoding,
+    segments,
+  }
+}
+
+/**
+ * The same Idempotency-Key arrived while the first request may still be storing its messages:
+ * wait for them briefly rather than answer with something half-made.
+ */
+async function waitForEarlier(store: MessageStore, ids: string[], timeoutMs = 2000): Promise<Message[]> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const found = await store.getMany(ids)
+    if (found.every((m) => m !== undefined)) return found as Message[]
+    if (Date.now() > deadline) throw new HttpError(409, 'A request with this Idempotency-Key is still being processed; retry shortly', 'IDEMPOTENCY_IN_PROGRESS')
+    await new Promise((resolve) => setTimeout(resolve, 25))
+  }
+}
+
+const sha256 = (s: string) => createHash('sha256').update(s).digest('base64url')
+
+/** JSON with sorted object keys, so that `{a, b}` and `{b, a}` fingerprint alike. */
+export function stableStringify(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(stableStringify).join(',')}]`
+  if (value && typeof value === 'object') {
+    const entries = Object.keys(value)
+      .sort()
+      .filter((k) => (value as Record<string, unknown>)[k] !== undefined)
+      .map((k) => `${JSON.stringify(k)}:${stableStringify((value as Record<string, unknown>)[k])}`)
+    return `{${entries.join(',')}}`
+  }
+  return JSON.stringify(value)
+}

@@ -1,0 +1,87 @@
+import { randomUUID } from 'node:crypto'
+import fastifyEnv from '@fastify/env'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import Fastify, { type FastifyError, type FastifyInstance, type FastifySchemaValidationError, type FastifyServerOptions } from 'fastify'
+import { ConfigSchema, type Config } from './config.js'
+import { HttpError, isRedisUnavailable } from './errors.js'
+import { loggerOptions } from './logger.js'
+import authPlugin from './plugins/auth.js'
+import storePlugin from './plugins/store.js'
+import healthRoutes from './routes/health.js'
+import messageRoutes from './routes/messages.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config
+  }
+}
+
+export interface BuildOptions {
+  /** Fastify's `logger` option; defaults to JSON logs with redaction at LOG_LEVEL. */
+  logger?: FastifyServerOptions['logger']
+}
+
+/**
+ * The API as a Fastify instance: no listen(), no process handling (see server.ts). Tests build it
+ * with their own config.
+ */
+export async function buildApp(config: Config, options: BuildOptions = {}): Promise<FastifyInstance> {
+  const logger = options.logger ?? loggerOptions(config.LOG_LEVEL)
+  const app = Fastify({
+    logger,
+    trustProxy: config.TRUST_PROXY,
+    bodyLimit: 64 * 1024,
+    requestIdHeader: 'x-request-id',
+    genReqId: () => randomUUID(),
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+    schemaErrorFormatter: (errors, dataVar) => new Error(validationMessage(errors, dataVar)),
+  }).withTypeProvider<TypeBoxTypeProvider>()
+
+  // The config was validated by loadConfig(); @fastify/env checks it against the same schema and
+  // exposes it as `app.config`.
+  await app.register(fastifyEnv, { schema: structuredClone(ConfigSchema), data: config, env: false })
+
+  app.setErrorHandler((error: FastifyError, request, reply) => {
+    const status = error instanceof HttpError ? error.statusCode : isRedisUnavailable(error) ? 503 : (error.statusCode ?? 500)
+    if (status >= 500) request.log.error({ err: error }, 'request failed')
+    else request.log.info({ code: error.code, statusCode: status }, error.message)
+    const message =
+      status === 503 ? 'Service temporarily unavailable: storage is unreachable, nothing was stored' : status >= 500 ? 'Internal Server Error' : error.message
+    if (status === 503) reply.header('retry-after', '1')
+    return reply.code(status).send({ statusCode: status, error: httpErrorName(status), message })
+  })
+  app.setNotFoundHandler((request, reply) =>
+    reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `Route ${request.method} ${request.url.split('?')[0]} not found` }),
+  )
+
+  await app.register(storePlugin, { config })
+  await app.register(authPlugin, { config })
+  await app.register(healthRoutes)
+  await app.register(messageRoutes, { config })
+  return app
+}
+
+/** One line naming the field: `body/messages/3/to must be string`, `body/extra is not allowed`. */
+function validationMessage(errors: FastifySchemaValidationError[], dataVar: string): string {
+  const e = errors[0]
+  if (!e) return `${dataVar} is invalid`
+  const path = `${dataVar}${e.instancePath}`
+  const params = e.params as { additionalProperty?: string; missingProperty?: string }
+  if (e.keyword === 'additionalProperties') return `${path}/${params.additionalProperty} is not allowed`
+  if (e.keyword === 'required') return `${path}/${params.missingProperty} is required`
+  return `${path} ${e.message}`
+}
+
+const NAMES: Record<number, string> = {
+  400: 'Bad Request',
+  401: 'Unauthorized',
+  403: 'Forbidden',
+  404: 'Not Found',
+  409: 'Conflict',
+  413: 'Payload Too Large',
+  415: 'Unsupported Media Type',
+  422: 'Unprocessable Entity',
+  429: 'Too Many Requests',
+  503: 'Service Unavailable',
+}
+const httpErrorName = (status: number) => NAMES[status] ?? (status >= 500 ? 'Internal Server Error' : 'Bad Request')

@@ -1,0 +1,98 @@
+import { Type, type Static } from '@sinclair/typebox'
+import { Value } from '@sinclair/typebox/value'
+
+/**
+ * The whole environment of every process (API, workers, simulator), validated once at start-up.
+ * Only this file reads `process.env`; everything else receives a `Config`.
+ */
+const Int = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) => Type.Integer({ default: def, minimum: min, maximum: max })
+
+export const ConfigSchema = Type.Object({
+  NODE_ENV: Type.Union([Type.Literal('development'), Type.Literal('production'), Type.Literal('test')], { default: 'development' }),
+  PORT: Int(3000, 0, 65535),
+  HOST: Type.String({ default: '0.0.0.0' }),
+  REDIS_URL: Type.String({ default: 'redis://127.0.0.1:6379', pattern: '^rediss?://' }),
+  KEY_PREFIX: Type.String({ default: 'sms', pattern: '^[A-Za-z0-9_.:-]+$' }),
+  API_KEYS: Type.Optional(Type.String({ minLength: 1 })),
+  INFOBIP_BASE_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
+  INFOBIP_API_KEY: Type.Optional(Type.String({ minLength: 1 })),
+  INFOBIP_SENDER: Type.String({ default: 'InfoSMS', minLength: 1 }),
+  INFOBIP_API: Type.Union([Type.Literal('v3'), Type.Literal('v2')], { default: 'v3' }),
+  PUBLIC_BASE_URL: Type.String({ default: 'http://localhost:3000', pattern: '^https?://' }),
+  DLR_WEBHOOK_TOKEN: Type.Optional(Type.String({ minLength: 16 })),
+  DLR_ALLOWED_IPS: Type.Optional(Type.String()),
+  TRUST_PROXY: Type.Boolean({ default: false }),
+  SEND_MAX_ATTEMPTS: Int(8, 1, 100),
+  SEND_BACKOFF_MS: Int(1000, 1),
+  SEND_CONCURRENCY: Int(50, 1, 10_000),
+  SEND_RATE_LIMIT_PER_SECOND: Int(0, 0),
+  INFOBIP_TIMEOUT_MS: Int(10_000, 1),
+  DLR_CONCURRENCY: Int(4, 1, 1000),
+  JOB_LOCK_MS: Int(30_000, 1000),
+  CALLBACK_SIGNING_SECRET: Type.Optional(Type.String({ pattern: '^whsec_' })),
+  RATE_LIMIT_PER_MINUTE: Int(6000, 1),
+  CALLBACK_ALLOW_PRIVATE: Type.Boolean({ default: false }),
+  RECONCILE_INTERVAL_SECONDS: Int(300, 1),
+  RECONCILE_AFTER_SECONDS: Int(900, 1),
+  MESSAGE_TTL_DAYS: Int(30, 1, 3650),
+  BULL_BOARD_USER: Type.Optional(Type.String({ minLength: 1 })),
+  BULL_BOARD_PASSWORD: Type.Optional(Type.String({ minLength: 1 })),
+  BULL_BOARD_READ_ONLY: Type.Boolean({ default: true }),
+  WORKER_QUEUES: Type.String({ default: 'send,dlr,callback', pattern: '^(send|dlr|callback)(,(send|dlr|callback))*$' }),
+  LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info' }),
+  SIM_PORT: Int(3001, 0, 65535),
+  SIM_LATENCY_MS: Int(0, 0),
+  SIM_DLR_DELAY_MS: Int(200, 0),
+  SIM_FAILURE_RATE: Type.Number({ default: 0, minimum: 0, maximum: 1 }),
+  SIM_RATE_LIMIT_PER_SECOND: Int(0, 0),
+})
+
+export type Config = Static<typeof ConfigSchema>
+export type ConfigKey = keyof Config
+
+/** What each kind of process cannot run without. */
+export const REQUIRED = {
+  api: ['API_KEYS', 'DLR_WEBHOOK_TOKEN'],
+  worker: ['INFOBIP_BASE_URL', 'INFOBIP_API_KEY', 'DLR_WEBHOOK_TOKEN'],
+  simulator: ['INFOBIP_API_KEY'],
+} as const satisfies Record<string, readonly ConfigKey[]>
+
+/** Variables whose values never appear in an error or a log line. */
+const SECRETS = new Set(['API_KEYS', 'INFOBIP_API_KEY', 'DLR_WEBHOOK_TOKEN', 'CALLBACK_SIGNING_SECRET', 'BULL_BOARD_PASSWORD', 'REDIS_URL'])
+
+export class ConfigError extends Error {
+  override name = 'ConfigError'
+}
+
+/**
+ * Validates `env` against the schema. Throws a `ConfigError` whose message is one line naming the
+ * first bad variable; entry points print it and exit.
+ */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env, required: readonly ConfigKey[] = []): Config {
+  const known: Record<string, unknown> = {}
+  for (const key of Object.keys(ConfigSchema.properties)) {
+    const value = env[key]
+    if (value !== undefined && value !== '') known[key] = value
+  }
+  const candidate = Value.Default(ConfigSchema, Value.Convert(ConfigSchema, known))
+  const error = Value.Errors(ConfigSchema, candidate).First()
+  if (error) {
+    const name = error.path.replace(/^\//, '') || 'environment'
+    const allowed = error.schema.anyOf as { const: string }[] | undefined
+    const expected = allowed ? `must be one of ${allowed.map((s) => s.const).join(', ')}` : error.message.toLowerCase()
+    const got = SECRETS.has(name) ? '' : ` (got ${JSON.stringify(known[name] ?? null)})`
+    throw new ConfigError(`Invalid configuration: ${name} ${expected}${got}`)
+  }
+  const config = candidate as Config
+  for (const key of required) {
+    if (config[key] === undefined) throw new ConfigError(`Invalid configuration: ${key} is required (see .env.example)`)
+  }
+  return config
+}
+
+export const listOf = (value: string | undefined): string[] =>
+  (value ?? '').split(',').map((s) => s.trim()).filter(Boolean)
+
+/** The URL Infobip posts delivery reports to; the token travels in the query string. */
+export const dlrUrl = (config: Config): string =>
+  `${config.PUBLIC_BASE_URL.replace(/\/$/, '')}/infobip-dlr?token=${encodeURIComponent(config.DLR_WEBHOOK_TOKEN ?? '')}`

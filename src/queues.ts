@@ -1,0 +1,27 @@
+import { Queue, type ConnectionOptions, type JobsOptions } from 'bullmq'
+import type { Config } from './config.js'
+
+export const QUEUE = { send: 'send', dlr: 'dlr', callback: 'callback' } as const
+export type QueueName = (typeof QUEUE)[keyof typeof QUEUE]
+
+/** A send job names up to 100 messages created together; Infobip gets them in one request. */
+export interface SendJob {
+  ids: string[]
+}
+
+export const SEND_BATCH_SIZE = 100
+
+/** Attempts and full-jitter exponential backoff for Infobip submissions (SPEC §7). */
+export function sendJobOptions(config: Config): JobsOptions {
+  return {
+    attempts: config.SEND_MAX_ATTEMPTS,
+    backoff: { type: 'exponential', delay: config.SEND_BACKOFF_MS, jitter: 1 },
+    removeOnComplete: true,
+    removeOnFail: { age: 7 * 24 * 60 * 60 },
+  }
+}
+
+/** BullMQ keys start with KEY_PREFIX, like every other key of the service. */
+export function createQueue<T>(name: QueueName, connection: ConnectionOptions, config: Config): Queue<T> {
+  return new Queue<T>(name, { connection, prefix: config.KEY_PREFIX })
+}

@@ -1,0 +1,80 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type } from '@sinclair/typebox'
+import { acceptMessages } from '../accept-messages.js'
+import type { Config } from '../config.js'
+import { HttpError } from '../errors.js'
+import { AuthHeaders, BatchBody, ErrorResponse, IdParams, MessageResource, NewMessageBody } from '../schemas/messages.js'
+
+const errors = { 400: ErrorResponse, 401: ErrorResponse, 413: ErrorResponse, 422: ErrorResponse, 429: ErrorResponse, 503: ErrorResponse }
+const security = [{ bearerAuth: [] }]
+
+/** `POST /messages`, `POST /messages/batch`, `GET /messages/:id` (SPEC §4). */
+const messages: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { config }) => {
+  const deps = { config, store: app.store, sendQueue: app.sendQueue }
+  app.addHook('onRequest', app.authenticate)
+
+  app.post(
+    '/messages',
+    {
+      bodyLimit: 64 * 1024,
+      schema: {
+        summary: 'Send one SMS',
+        tags: ['messages'],
+        security,
+        headers: AuthHeaders,
+        body: NewMessageBody,
+        response: { 200: MessageResource, 202: MessageResource, ...errors },
+      },
+    },
+    async (request, reply) => {
+      const key = request.headers['idempotency-key']
+      const idempotency = key ? { scope: request.apiKeyScope, key } : undefined
+      const { messages, replayed } = await acceptMessages(deps, [request.body], () => 'body', idempotency)
+      const message = messages[0]!
+      if (replayed) return reply.code(200).header('idempotent-replayed', 'true').send(message)
+      return reply.code(202).header('location', `/messages/${message.id}`).send(message)
+    },
+  )
+
+  app.post(
+    '/messages/batch',
+    {
+      bodyLimit: 4 * 1024 * 1024,
+      schema: {
+        summary: 'Send up to 1,000 SMS, all or nothing',
+        tags: ['messages'],
+        security,
+        headers: AuthHeaders,
+        body: BatchBody,
+        response: { 200: Type.Object({ messages: Type.Array(MessageResource) }), 202: Type.Object({ messages: Type.Array(MessageResource) }), ...errors },
+      },
+    },
+    async (request, reply) => {
+      const key = request.headers['idempotency-key']
+      const idempotency = key ? { scope: request.apiKeyScope, key } : undefined
+      const { messages, replayed } = await acceptMessages(deps, request.body.messages, (i) => `body/messages/${i}`, idempotency)
+      if (replayed) reply.header('idempotent-replayed', 'true')
+      return reply.code(replayed ? 200 : 202).send({ messages })
+    },
+  )
+
+  app.get(
+    '/messages/:id',
+    {
+      schema: {
+        summary: 'Where is my message',
+        tags: ['messages'],
+        security,
+        params: IdParams,
+        response: { 200: MessageResource, 401: ErrorResponse, 404: ErrorResponse, 503: ErrorResponse },
+      },
+    },
+    async (request) => {
+      const message = await app.store.get(request.params.id)
+      if (!message) throw new HttpError(404, `Message ${request.params.id} not found (unknown or expired)`, 'NOT_FOUND')
+      return message
+    },
+  )
+}
+
+export default messages

@@ -1,0 +1,26 @@
+import closeWithGrace from 'close-with-grace'
+import { buildApp } from './app.js'
+import { ConfigError, loadConfig, REQUIRED } from './config.js'
+
+/** `npm start`: the API alone. Configuration errors and an unreachable Redis end it with one line. */
+let config
+try {
+  config = loadConfig(process.env, REQUIRED.api)
+} catch (error) {
+  if (!(error instanceof ConfigError)) throw error
+  console.error(error.message)
+  process.exit(1)
+}
+
+const app = await buildApp(config).catch((error: Error) => {
+  console.error(error.message)
+  process.exit(1)
+})
+
+closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
+  if (err) app.log.error({ err }, 'closing after an error')
+  else app.log.info({ signal }, 'closing: finishing in-flight requests')
+  await app.close()
+})
+
+await app.listen({ port: config.PORT, host: config.HOST })

@@ -1,0 +1,332 @@
+import type { ChainableCommander, ClientContext, Redis, Result } from 'ioredis'
+import { isFinal, STATUS, type EventSource, type Status } from '../domain/status.js'
+import { makeKeys, type Keys } from './keys.js'
+import { CLAIM, RESERVE_BUDGET, TRANSITION } from './scripts.js'
+
+declare module 'ioredis' {
+  interface RedisCommander<Context extends ClientContext> {
+    smsTransition(k1: string, k2: string, k3: string, ...argv: string[]): Result<string[], Context>
+    smsClaim(k1: string, force: string, now: string): Result<'missing' | 'done' | 'unknown' | 'ok', Context>
+    smsReserveBudget(k1: string, n: number, limit: number): Result<number, Context>
+  }
+}
+
+/** What the API stores for a new message; everything else is derived or added later. */
+export interface NewMessage {
+  id: string
+  to: string
+  from: string
+  text: string
+  reference?: string | undefined
+  callbackUrl?: string | undefined
+  sendAt?: string | undefined
+  validityPeriodMinutes?: number | undefined
+  encoding: 'GSM-7' | 'UCS-2'
+  segments: number
+}
+
+export interface MessageEvent {
+  seq: number
+  status: Status
+  source: EventSource
+  at: string
+  infobipStatus?: string
+}
+
+export interface MessageError {
+  code: string
+  message: string
+}
+
+/** The message resource of the API (SPEC §4). */
+export interface Message {
+  id: string
+  to: string
+  from: string
+  text: string
+  reference: string | null
+  callbackUrl: string | null
+  sendAt: string | null
+  validityPeriodMinutes: number | null
+  status: Status
+  final: boolean
+  encoding: 'GSM-7' | 'UCS-2'
+  segments: number
+  attempts: number
+  infobip: Record<string, unknown> | null
+  error: MessageError | null
+  events: MessageEvent[]
+  createdAt: string
+  updatedAt: string
+}
+
+/** A status change to apply. `fingerprint` identifies a delivery report for deduplication. */
+export interface Transition {
+  id: string
+  status: Status
+  source: EventSource
+  at?: string
+  infobipStatus?: string | undefined
+  infobip?: Record<string, unknown> | undefined
+  error?: MessageError | undefined
+  fingerprint?: string | undefined
+  /** The send worker got Infobip's answer: the submission's outcome is known. */
+  settlesSubmission?: boolean
+}
+
+export type TransitionResult =
+  | { result: 'applied'; previous: Status; seq: number; submittedAt: number | null; callbackUrl: string | null }
+  | { result: 'ignored'; current: Status }
+  | { result: 'duplicate' | 'unmatched' }
+
+export type ClaimResult = 'missing' | 'done' | 'unknown' | 'ok'
+
+export interface IdempotencyRecord {
+  fingerprint: string
+  ids: string[]
+}
+
+const IDEMPOTENCY_TTL_SECONDS = 24 * 60 * 60
+const UNMATCHED_KEPT = 1000
+
+/**
+ * The Redis message store: the only code that knows key names. Every status change goes through
+ * the TRANSITION script; every multi-message write is one round trip.
+ */
+export class MessageStore {
+  readonly keys: Keys
+  readonly #redis: Redis
+  readonly #ttlSeconds: number
+
+  constructor(redis: Redis, prefix: string, ttlDays: number) {
+    this.#redis = redis
+    this.keys = makeKeys(prefix)
+    this.#ttlSeconds = ttlDays * 24 * 60 * 60
+    redis.defineCommand('smsTransition', { numberOfKeys: 3, lua: TRANSITION })
+    redis.defineCommand('smsClaim', { numberOfKeys: 1, lua: CLAIM })
+    redis.defineCommand('smsReserveBudget', { numberOfKeys: 1, lua: RESERVE_BUDGET })
+  }
+
+  /**
+   * Stores new messages, each with its QUEUED event, in one MULTI: all or none. They also go into
+   * the outbox until their send jobs exist, so that a crash between the two writes loses nothing.
+   */
+  async create(messages: NewMessage[], now = new Date()): Promise<Message[]> {
+    const at = now.toISOString()
+    const multi = this.#redis.multi()
+    const created = messages.map((m) => {
+      const message = newMessage(m, at)
+      const key = this.keys.message(m.id)
+      multi.hset(key, toHash(message))
+      multi.rpush(this.keys.events(m.id), JSON.stringify(message.events[0]))
+      multi.expire(key, this.#ttlSeconds)
+      multi.expire(this.keys.events(m.id), this.#ttlSeconds)
+      multi.zadd(this.keys.outbox(), now.getTime(), m.id)
+      return message
+    })
+    await exec(multi)
+    return created
+  }
+
+  /** The send jobs of these messages exist: they leave the outbox. */
+  async enqueued(ids: string[]): Promise<void> {
+    if (ids.length > 0) await this.#redis.zrem(this.keys.outbox(), ...ids)
+  }
+
+  /** Removes messages whose creation could not be completed (their jobs could not be added). */
+  async remove(ids: string[]): Promise<void> {
+    const multi = this.#redis.multi()
+    for (const id of ids) multi.del(this.keys.message(id), this.keys.events(id), this.keys.fingerprints(id))
+    multi.zrem(this.keys.outbox(), ...ids)
+    await exec(multi)
+  }
+
+  /** Ids that have sat in the outbox longer than `olderThanMs`: their jobs were never added. */
+  async outboxBefore(olderThanMs: number, limit = 1000): Promise<string[]> {
+    return this.#redis.zrangebyscore(this.keys.outbox(), 0, Date.now() - olderThanMs, 'LIMIT', 0, limit)
+  }
+
+  async get(id: string): Promise<Message | undefined> {
+    return (await this.getMany([id]))[0]
+  }
+
+  async getMany(ids: string[]): Promise<(Message | undefined)[]> {
+    const pipeline = this.#redis.pipeline()
+    for (const id of ids) {
+      pipeline.hgetall(this.keys.message(id))
+      pipeline.lrange(this.keys.events(id), 0, -1)
+    }
+    const replies = await exec(pipeline)
+    return ids.map((_, i) => {
+      const hash = replies[2 * i] as Record<string, string>
+      const events = replies[2 * i + 1] as string[]
+      return hash.id ? fromHash(hash, events) : undefined
+    })
+  }
+
+  /**
+   * Reserves an idempotency key for these message ids. Returns undefined when reserved, or the
+   * earlier reservation when the key was already taken.
+   */
+  async reserveIdempotencyKey(scope: string, key: string, record: IdempotencyRecord): Promise<IdempotencyRecord | undefined> {
+    const name = this.keys.idempotency(scope, key)
+    const ok = await this.#redis.set(name, JSON.stringify(record), 'EX', IDEMPOTENCY_TTL_SECONDS, 'NX')
+    if (ok === 'OK') return undefined
+    const existing = await this.#redis.get(name)
+    // The key expired between the two calls: try once more.
+    return existing ? (JSON.parse(existing) as IdempotencyRecord) : this.reserveIdempotencyKey(scope, key, record)
+  }
+
+  async releaseIdempotencyKey(scope: string, key: string): Promise<void> {
+    await this.#redis.del(this.keys.idempotency(scope, key))
+  }
+
+  /** Applies status changes, all in one pipeline; each one atomically (SPEC §5). */
+  async transition(transitions: Transition[]): Promise<TransitionResult[]> {
+    const pipeline = this.#redis.pipeline()
+    const at = new Date().toISOString()
+    for (const t of transitions) {
+      pipeline.smsTransition(
+        this.keys.message(t.id),
+        this.keys.events(t.id),
+        this.keys.fingerprints(t.id),
+        t.status,
+        t.source,
+        t.at ?? at,
+        t.infobipStatus ?? '',
+        t.infobip ? JSON.stringify(t.infobip) : '',
+        t.error ? JSON.stringify(t.error) : '',
+        t.fingerprint ?? '',
+        String(this.#ttlSeconds),
+        t.settlesSubmission ? '1' : '',
+      )
+    }
+    const replies = (await exec(pipeline)) as string[][]
+    return replies.map(parseTransition)
+  }
+
+  /** Claims messages for submission (see CLAIM): one pipeline for a whole batch job. */
+  async claim(ids: string[], force = false): Promise<ClaimResult[]> {
+    const pipeline = this.#redis.pipeline()
+    const now = String(Date.now())
+    for (const id of ids) pipeline.smsClaim(this.keys.message(id), force ? 'force' : '', now)
+    return (await exec(pipeline)) as ClaimResult[]
+  }
+
+  /** Infobip answered without accepting (429, 4xx, 5xx): the outcome of the submission is known. */
+  async settle(ids: string[]): Promise<void> {
+    const pipeline = this.#redis.pipeline()
+    for (const id of ids) pipeline.hdel(this.keys.message(id), 'inflight')
+    await exec(pipeline)
+  }
+
+  /** Takes `n` submissions from the global per-second budget; false when it is spent. */
+  async reserveSendBudget(n: number, limitPerSecond: number): Promise<boolean> {
+    const second = Math.floor(Date.now() / 1000)
+    return (await this.#redis.smsReserveBudget(this.keys.sendBudget(second), n, limitPerSecond)) === 1
+  }
+
+  /** Keeps a report for an unknown message id for inspection (capped list, newest first). */
+  async keepUnmatched(reports: unknown[]): Promise<void> {
+    if (reports.length === 0) return
+    const key = this.keys.unmatched()
+    await exec(this.#redis.multi().lpush(key, ...reports.map((r) => JSON.stringify(r))).ltrim(key, 0, UNMATCHED_KEPT - 1))
+  }
+}
+
+/** Runs a pipeline or MULTI and throws the first command error, if any. */
+async function exec(chain: ChainableCommander): Promise<unknown[]> {
+  const replies = await chain.exec()
+  if (!replies) throw new Error('redis transaction aborted')
+  return replies.map(([error, value]) => {
+    if (error) throw error
+    return value
+  })
+}
+
+function newMessage(m: NewMessage, at: string): Message {
+  return {
+    id: m.id,
+    to: m.to,
+    from: m.from,
+    text: m.text,
+    reference: m.reference ?? null,
+    callbackUrl: m.callbackUrl ?? null,
+    sendAt: m.sendAt ?? null,
+    validityPeriodMinutes: m.validityPeriodMinutes ?? null,
+    status: STATUS.QUEUED,
+    final: false,
+    encoding: m.encoding,
+    segments: m.segments,
+    attempts: 0,
+    infobip: null,
+    error: null,
+    events: [{ seq: 1, status: STATUS.QUEUED, source: 'api', at }],
+    createdAt: at,
+    updatedAt: at,
+  }
+}
+
+/** The hash holds only what is set, to keep records small. */
+function toHash(m: Message): Record<string, string | number> {
+  const hash: Record<string, string | number> = {
+    id: m.id,
+    to: m.to,
+    from: m.from,
+    text: m.text,
+    status: m.status,
+    encoding: m.encoding,
+    segments: m.segments,
+    attempts: 0,
+    seq: 1,
+    createdAt: m.createdAt,
+    updatedAt: m.updatedAt,
+  }
+  if (m.reference !== null) hash.reference = m.reference
+  if (m.callbackUrl !== null) hash.callbackUrl = m.callbackUrl
+  if (m.sendAt !== null) hash.sendAt = m.sendAt
+  if (m.validityPeriodMinutes !== null) hash.validityPeriodMinutes = m.validityPeriodMinutes
+  return hash
+}
+
+function fromHash(h: Record<string, string>, events: string[]): Message {
+  const status = h.status as Status
+  return {
+    id: h.id!,
+    to: h.to!,
+    from: h.from!,
+    text: h.text!,
+    reference: h.reference ?? null,
+    callbackUrl: h.callbackUrl ?? null,
+    sendAt: h.sendAt ?? null,
+    validityPeriodMinutes: h.validityPeriodMinutes ? Number(h.validityPeriodMinutes) : null,
+    status,
+    final: isFinal(status),
+    encoding: h.encoding as Message['encoding'],
+    segments: Number(h.segments),
+    attempts: Number(h.attempts ?? 0),
+    infobip: h.infobip ? JSON.parse(h.infobip) : null,
+    error: h.error ? JSON.parse(h.error) : null,
+    events: events.map((e) => JSON.parse(e) as MessageEvent),
+    createdAt: h.createdAt!,
+    updatedAt: h.updatedAt!,
+  }
+}
+
+function parseTransition(reply: string[]): TransitionResult {
+  const [result, previous, seq, submittedAt, callbackUrl] = reply
+  switch (result) {
+    case 'applied':
+      return {
+        result,
+        previous: previous as Status,
+        seq: Number(seq),
+        submittedAt: submittedAt ? Number(submittedAt) : null,
+        callbackUrl: callbackUrl || null,
+      }
+    case 'ignored':
+      return { result, current: previous as Status }
+    default:
+      return { result: result as 'duplicate' | 'unmatched' }
+  }
+}

@@ -1,0 +1,71 @@
+import { RANK } from '../domain/status.js'
+
+/**
+ * The Lua scripts of the store. Each touches the keys of one message only (one hash slot).
+ * The rank table is generated from `RANK` so that Lua and TypeScript cannot disagree.
+ */
+const rankTable = `{${Object.entries(RANK).map(([status, rank]) => `${status}=${rank}`).join(',')}}`
+
+/**
+ * Applies one status change (SPEC §5 rules 1–4): a fingerprint seen before is a duplicate; a rank not
+ * higher than the current one is ignored; otherwise status, `infobip`, `error` and a new event are
+ * written together.
+ *
+ * KEYS: 1 record hash, 2 events list, 3 fingerprints set
+ * ARGV: 1 status, 2 source, 3 at (ISO), 4 infobip status name, 5 infobip JSON, 6 error JSON,
+ *       7 fingerprint, 8 ttl seconds, 9 "1" to clear the in-flight marker of the send worker
+ * Returns { result, previous status, seq, submittedAt, callbackUrl }
+ */
+export const TRANSITION = `
+local RANK = ${rankTable}
+if redis.call('EXISTS', KEYS[1]) == 0 then return {'unmatched'} end
+if ARGV[9] == '1' then redis.call('HDEL', KEYS[1], 'inflight') end
+if ARGV[7] ~= '' then
+  if redis.call('SADD', KEYS[3], ARGV[7]) == 0 then return {'duplicate'} end
+  redis.call('EXPIRE', KEYS[3], ARGV[8])
+end
+local current = redis.call('HGET', KEYS[1], 'status')
+if RANK[ARGV[1]] <= RANK[current] then return {'ignored', current} end
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updatedAt', ARGV[3])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'infobip', ARGV[5]) end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[6]) end
+local event = {seq = seq, status = ARGV[1], source = ARGV[2], at = ARGV[3]}
+if ARGV[4] ~= '' then event.infobipStatus = ARGV[4] end
+redis.call('RPUSH', KEYS[2], cjson.encode(event))
+local meta = redis.call('HMGET', KEYS[1], 'submittedAt', 'callbackUrl')
+return {'applied', current, seq, meta[1] or '', meta[2] or ''}
+`
+
+/**
+ * Claims a message for submission to Infobip. A message past QUEUED is never submitted again; one
+ * whose earlier submission has no known outcome (the in-flight marker is still there) must be looked
+ * up first, unless the caller already did (ARGV[1] = "force").
+ *
+ * KEYS: 1 record hash. ARGV: 1 "force" or "", 2 now (ms)
+ * Returns "missing" | "done" | "unknown" | "ok"
+ */
+export const CLAIM = `
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return 'missing' end
+if status ~= 'QUEUED' then return 'done' end
+if ARGV[1] ~= 'force' and redis.call('HEXISTS', KEYS[1], 'inflight') == 1 then return 'unknown' end
+redis.call('HSET', KEYS[1], 'inflight', ARGV[2], 'submittedAt', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+return 'ok'
+`
+
+/**
+ * A fixed one-second window shared by every worker process: reserves `n` submissions and returns 1,
+ * or returns 0 when the window's budget is spent. A request larger than the whole budget still goes
+ * alone into an empty window, or it could never be sent.
+ *
+ * KEYS: 1 the window's key. ARGV: 1 n, 2 limit per second
+ */
+export const RESERVE_BUDGET = `
+local n = tonumber(ARGV[1])
+local used = redis.call('INCRBY', KEYS[1], n)
+if used == n then redis.call('EXPIRE', KEYS[1], 2) return 1 end
+if used > tonumber(ARGV[2]) then redis.call('DECRBY', KEYS[1], n) return 0 end
+return 1
+`

@@ -1,0 +1,31 @@
+import closeWithGrace from 'close-with-grace'
+import { ConfigError, loadConfig, REQUIRED, type Config } from '../src/config.js'
+import { createLogger } from '../src/logger.js'
+import { startWorkers, type RunningWorkers } from './start.js'
+
+/** `npm run worker`: the workers named in WORKER_QUEUES, until SIGTERM or SIGINT. */
+async function main() {
+  let config: Config
+  try {
+    config = loadConfig(process.env, REQUIRED.worker)
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error
+    console.error(error.message)
+    process.exit(1)
+  }
+  const log = createLogger(config.LOG_LEVEL, 'worker')
+  let running: RunningWorkers
+  try {
+    running = await startWorkers(config, log)
+  } catch (error) {
+    console.error((error as Error).message)
+    process.exit(1)
+  }
+  closeWithGrace({ delay: 30_000 }, async ({ signal, err }) => {
+    if (err) log.error({ err }, 'closing workers after an error')
+    else log.info({ signal }, 'closing workers: finishing active jobs')
+    await running.close()
+  })
+}
+
+await main()

@@ -1,0 +1,196 @@
+import { UnrecoverableError, Worker, type Job } from 'bullmq'
+import type { Logger } from 'pino'
+import { REJECTED_SYSTEM_ERROR, STATUS, statusFromInfobip, type Status } from '../src/domain/status.js'
+import type { InfobipClient, SubmitOutcome } from '../src/infobip/client.js'
+import type { DestinationResult, InfobipReport, Submission } from '../src/infobip/requests.js'
+import type { SendJob } from '../src/queues.js'
+import type { MessageStore, Transition } from '../src/store/message-store.js'
+
+/** How long a message may wait through Infobip 429s before it ends FAILED/RATE_LIMITED (SPEC §4). */
+const RATE_LIMITED_GIVE_UP_MS = 24 * 60 * 60 * 1000
+const REQUEST_SIZE = 100
+
+export interface SendDeps {
+  store: MessageStore
+  infobip: InfobipClient
+  log: Logger
+  maxAttempts: number
+  backoffMs: number
+  /** Global cap on submissions per second across all workers; 0 = none. */
+  rateLimitPerSecond: number
+  /** Pauses the whole queue (BullMQ `worker.rateLimit`), set once the worker exists. */
+  pauseQueue: (ms: number) => Promise<void>
+  onSubmission?: (outcome: string, count: number) => void
+}
+
+/** Thrown for failures worth another attempt; BullMQ retries with backoff. */
+class RetryableSendError extends Error {
+  override name = 'RetryableSendError'
+}
+
+/**
+ * The send processor. For each message of the job: never submit one that is already PENDING or
+ * beyond; look up in Infobip's logs any whose earlier submission has no known outcome; submit the
+ * rest in requests of up to 100, and record what Infobip answered through the transition script.
+ */
+export function makeSendProcessor(deps: SendDeps) {
+  const { store, infobip, log } = deps
+
+  return async function processSend(job: Job<SendJob>): Promise<void> {
+    const jobLog = log.child({ jobId: job.id, attempt: job.attemptsMade + 1 })
+    const ids = job.data.ids
+
+    if (deps.rateLimitPerSecond > 0 && !(await store.reserveSendBudget(ids.length, deps.rateLimitPerSecond))) {
+      await deps.pauseQueue(1000 - (Date.now() % 1000))
+      throw Worker.RateLimitError()
+    }
+
+    const claims = await store.claim(ids)
+    const ready = ids.filter((_, i) => claims[i] === 'ok')
+    const unknown = ids.filter((_, i) => claims[i] === 'unknown')
+    if (unknown.length > 0) ready.push(...(await resolveUnknown(unknown, jobLog)))
+    if (ready.length === 0) return
+
+    const messages = (await store.getMany(ready)).flatMap((m) =>
+      m ? [{ id: m.id, to: m.to, from: m.from, text: m.text, validityPeriodMinutes: m.validityPeriodMinutes ?? undefined }] : [],
+    )
+    const retry: string[] = []
+    for (let i = 0; i < messages.length; i += REQUEST_SIZE) {
+      retry.push(...(await submit(messages.slice(i, i + REQUEST_SIZE), job, jobLog)))
+    }
+    if (retry.length > 0) await retryOrGiveUp(job, retry, `${retry.length} message(s) not accepted yet`)
+  }
+
+  /**
+   * An earlier submission of these messages has no known outcome (timeout, lost connection, a worker
+   * killed while waiting): ask Infobip's logs instead of risking a second SMS. Returns the ids that
+   * Infobip does not know, claimed again for submission. A failed lookup throws: the job retries.
+   */
+  async function resolveUnknown(ids: string[], jobLog: Logger): Promise<string[]> {
+    const reports = await infobip.logs(ids)
+    const known = new Map(reports.flatMap((r) => (r.messageId ? [[r.messageId, r] as const] : [])))
+    const transitions = [...known.values()].map((r) => fromReport(r))
+    if (transitions.length > 0) await store.transition(transitions)
+    const unknownToInfobip = ids.filter((id) => !known.has(id))
+    jobLog.info({ found: known.size, resubmit: unknownToInfobip.length }, 'looked up messages with an unknown submission outcome')
+    const claims = await store.claim(unknownToInfobip, true)
+    return unknownToInfobip.filter((_, i) => claims[i] === 'ok')
+  }
+
+  /** Submits one request; returns the ids to try again later. */
+  async function submit(messages: Submission[], job: Job<SendJob>, jobLog: Logger): Promise<string[]> {
+    const ids = messages.map((m) => m.id)
+    const outcome = await infobip.submit(messages)
+    deps.onSubmission?.(outcomeLabel(outcome), messages.length)
+    switch (outcome.kind) {
+      case 'accepted':
+        return recordAccepted(messages, outcome.bulkId, outcome.results, jobLog)
+      case 'rate_limited': {
+        await store.settle(ids)
+        const waitingSince = job.timestamp + (job.opts.delay ?? 0)
+        if (Date.now() - waitingSince > RATE_LIMITED_GIVE_UP_MS) {
+          await fail(ids, 'RATE_LIMITED', `Infobip answered 429 for 24 h: ${outcome.detail}`)
+          throw new UnrecoverableError('rate limited for 24 h')
+        }
+        const wait = outcome.retryAfterMs ?? backoff(job.attemptsMade + 1, deps.backoffMs)
+        jobLog.warn({ waitMs: wait }, 'infobip rate limit: pausing the send queue')
+        await deps.pauseQueue(wait)
+        // Moves the job back to waiting without using up an attempt.
+        throw Worker.RateLimitError()
+      }
+      case 'client_error':
+        await store.settle(ids)
+        if (messages.length > 1) {
+          // One bad message must not fail the others: each is retried alone, once.
+          jobLog.warn({ status: outcome.status, count: messages.length }, 'infobip refused a request of several messages; retrying each alone')
+          const retry = await Promise.all(messages.map((m) => store.claim([m.id], true).then(() => submit([m], job, jobLog))))
+          return retry.flat()
+        }
+        jobLog.warn({ status: outcome.status, messageId: ids[0] }, 'infobip refused the message')
+        await fail(ids, 'INFOBIP_4XX', `Infobip answered ${outcome.status}: ${outcome.detail}`)
+        return []
+      case 'server_error':
+        await store.settle(ids)
+        jobLog.warn({ status: outcome.status, count: ids.length }, 'infobip server error')
+        return ids
+      case 'network':
+        // The outcome is unknown: the in-flight marker stays, so the next attempt looks it up first.
+        jobLog.warn({ error: outcome.detail, count: ids.length }, 'infobip request failed')
+        return ids
+    }
+  }
+
+  async function recordAccepted(messages: Submission[], bulkId: string | undefined, results: DestinationResult[], jobLog: Logger) {
+    const byId = new Map(results.map((r) => [r.messageId, r]))
+    const transitions: Transition[] = []
+    const retry: string[] = []
+    for (const { id } of messages) {
+      const result = byId.get(id)
+      if (!result) {
+        // Not in the answer: its fate is unknown, so the next attempt looks it up.
+        retry.push(id)
+        continue
+      }
+      if (result.status?.groupId === 5 && result.status.id === REJECTED_SYSTEM_ERROR) {
+        retry.push(id)
+        continue
+      }
+      const status: Status = statusFromInfobip(result.status) === STATUS.REJECTED ? STATUS.REJECTED : STATUS.PENDING
+      transitions.push({
+        id,
+        status,
+        source: 'send',
+        infobipStatus: result.status?.name,
+        infobip: { messageId: result.messageId, ...(bulkId ? { bulkId } : {}), status: result.status, messageCount: result.messageCount },
+        settlesSubmission: true,
+      })
+    }
+    if (transitions.length > 0) await store.transition(transitions)
+    const systemErrors = retry.filter((id) => byId.has(id))
+    if (systemErrors.length > 0) await store.settle(systemErrors)
+    jobLog.info({ accepted: transitions.length, retry: retry.length }, 'submitted to infobip')
+    return retry
+  }
+
+  async function retryOrGiveUp(job: Job<SendJob>, ids: string[], reason: string): Promise<never> {
+    if (job.attemptsMade + 1 >= (job.opts.attempts ?? deps.maxAttempts)) {
+      await fail(ids, 'RETRIES_EXHAUSTED', `gave up after ${job.attemptsMade + 1} attempts: ${reason}`)
+      throw new UnrecoverableError(reason)
+    }
+    throw new RetryableSendError(reason)
+  }
+
+  async function fail(ids: string[], code: string, message: string): Promise<void> {
+    await store.transition(ids.map((id) => ({ id, status: STATUS.FAILED, source: 'send', error: { code, message }, settlesSubmission: true })))
+  }
+}
+
+/** A status found in Infobip's logs, applied like any other report. */
+function fromReport(report: InfobipReport): Transition {
+  return {
+    id: report.messageId!,
+    status: statusFromInfobip(report.status) ?? STATUS.PENDING,
+    source: 'send',
+    infobipStatus: report.status?.name,
+    infobip: report,
+    settlesSubmission: true,
+  }
+}
+
+function outcomeLabel(outcome: SubmitOutcome): string {
+  switch (outcome.kind) {
+    case 'accepted':
+      return 'accepted'
+    case 'rate_limited':
+      return 'http_429'
+    case 'client_error':
+      return 'http_4xx'
+    case 'server_error':
+      return 'http_5xx'
+    case 'network':
+      return 'network'
+  }
+}
+
+/** Exponential backoff with full jitter (the same curve BullMQ applies between attempts). */
+export const backoff = (attempt: number, baseMs: number): number => Math.floor(Math.random() * baseMs * 2 ** (attempt - 1))
