@@ -1,0 +1,109 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { once } from 'node:events'
+import { fileURLToPath } from 'node:url'
+import { Redis } from 'ioredis'
+import type { Test } from 'tap'
+import { buildApp } from '../../src/app.js'
+import { loadConfig, type Config } from '../../src/config.js'
+import { buildSimulator } from '../../src/simulator/app.js'
+
+export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+export const API_KEY = 'test-api-key-0123456789'
+export const DLR_TOKEN = 'test-dlr-token-0123456789'
+export const INFOBIP_KEY = 'test-infobip-key'
+export const AUTH = { authorization: `Bearer ${API_KEY}` }
+export const ROOT = fileURLToPath(new URL('../../', import.meta.url))
+
+/** A config of its own for one test file: a unique KEY_PREFIX so files never see each other's keys. */
+export function testConfig(name: string, env: Record<string, string | number | boolean> = {}): Config {
+  return loadConfig(testEnv(name, env))
+}
+
+export function testEnv(name: string, env: Record<string, string | number | boolean> = {}): Record<string, string> {
+  const base: Record<string, string | number | boolean> = {
+    NODE_ENV: 'test',
+    REDIS_URL,
+    KEY_PREFIX: `test-${name}-${randomBytes(4).toString('hex')}`,
+    API_KEYS: `${API_KEY},second-key-0123456789`,
+    DLR_WEBHOOK_TOKEN: DLR_TOKEN,
+    INFOBIP_BASE_URL: 'http://127.0.0.1:9',
+    INFOBIP_API_KEY: INFOBIP_KEY,
+    SEND_BACKOFF_MS: 20,
+    SIM_DLR_DELAY_MS: 20,
+    CALLBACK_ALLOW_PRIVATE: true,
+    LOG_LEVEL: 'silent',
+    ...env,
+  }
+  return Object.fromEntries(Object.entries(base).map(([k, v]) => [k, String(v)]))
+}
+
+/** Deletes every key under the prefix (and the prefix's BullMQ queues). */
+export async function cleanup(prefix: string): Promise<void> {
+  const redis = new Redis(REDIS_URL)
+  try {
+    let cursor = '0'
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}:*`, 'COUNT', 1000)
+      cursor = next
+      if (keys.length > 0) await redis.unlink(...keys)
+    } while (cursor !== '0')
+  } finally {
+    redis.disconnect()
+  }
+}
+
+/** The API, built as tests build it; closed and its keys removed when the test ends. */
+export async function buildTestApp(t: Test, config: Config) {
+  const app = await buildApp(config, { logger: false })
+  t.teardown(async () => {
+    await app.close()
+    await cleanup(config.KEY_PREFIX)
+  })
+  return app
+}
+
+/** The simulator on a free port; returns its base URL. */
+export async function startSimulator(t: Test, config: Config): Promise<{ url: string; app: ReturnType<typeof buildSimulator> }> {
+  const app = buildSimulator(config)
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  t.teardown(() => app.close())
+  const address = app.server.address() as { port: number }
+  return { url: `http://127.0.0.1:${address.port}`, app }
+}
+
+/** Polls `check` until it returns a value other than undefined/false, or fails after `timeoutMs`. */
+export async function waitFor<T>(check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 10_000, what = 'condition'): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const value = await check()
+    if (value !== undefined && value !== false) return value
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 25))
+  }
+}
+
+/** A real worker process (`workers/index.ts` through tsx), killed when the test ends. */
+export function spawnWorker(t: Test, env: Record<string, string>): ChildProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', 'workers/index.ts'], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let output = ''
+  child.stdout!.on('data', (d) => (output += d))
+  child.stderr!.on('data', (d) => (output += d))
+  t.teardown(async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGKILL')
+      await once(child, 'exit')
+    }
+  })
+  Object.defineProperty(child, 'output', { get: () => output })
+  return child
+}
+
+/** Waits until a spawned worker has logged that it started (LOG_LEVEL must be info or lower). */
+export async function workerReady(child: ChildProcess, timeoutMs = 15_000): Promise<void> {
+  await waitFor(() => (child as ChildProcess & { output: string }).output.includes('workers started'), timeoutMs, 'worker start')
+}
