@@ -1,6 +1,7 @@
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto'
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyReply } from 'fastify'
-import { Type, type FastifyPluginAsyncTypebox, type TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import { Type } from '@sinclair/typebox'
+import type { FastifyPluginAsyncTypebox, TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { ConfigError, listOf, type Config } from '../config.js'
 import {
   behaviourFor, deliveryReport, errorBody, logEntry, messageCount, STATUSES, supersedes, v2Error, v3Error, worstRefusal,
@@ -171,6 +172,7 @@ class SlidingWindow {
 const maskPhone = (to: string): string => `…${to.slice(-4)}`
 
 class Simulator {
+  /** requests: send requests that passed auth and validation; accepted: destinations accepted. */
   readonly stats = { requests: 0, accepted: 0 }
   readonly reporter: Reporter<DeliveryReport>
   readonly logsLimit = new SlidingWindow(LOGS_PER_MINUTE, 60_000)
@@ -201,8 +203,9 @@ class Simulator {
    */
   submit(api: Api, bulkId: string, subs: Submission[]): SubmitResult {
     this.stats.requests++
-    for (const s of subs) this.countSubmission(s)
+    for (const s of subs) this.countSubmission(api, bulkId, s)
     if (this.sendLimit && this.sendLimit.take(Date.now()) > 0) return { refused: 429 }
+    // Every destination's refusal counts as answered, even when another one's code is the one sent.
     const refusals = subs.map((s) => this.refusalFor(s))
     const refused = worstRefusal(refusals.filter((code) => code !== undefined))
     if (refused) return { refused, offender: subs[refusals.indexOf(refused)] }
@@ -257,6 +260,7 @@ class Simulator {
     reply.hijack()
     const { done, cancel } = this.wait(HOLD_MS)
     reply.raw.once('close', cancel)
+    if (reply.raw.closed) cancel() // the client left before we started listening
     await done
     reply.raw.destroy()
   }
@@ -273,11 +277,11 @@ class Simulator {
     await this.reporter.close()
   }
 
-  private countSubmission(s: Submission): void {
+  private countSubmission(api: Api, bulkId: string, s: Submission): void {
     if (s.messageId === undefined) return // nothing to look it up by until it is accepted
     const known = this.messages.get(s.messageId)
     if (known) known.submissions++
-    else this.remember({ ...this.sent('v3', '', s.messageId, s), text: s.text, submissions: 1, accepted: 0, reportsPosted: 0 })
+    else this.remember({ ...this.sent(api, bulkId, s.messageId, s), text: s.text, submissions: 1, accepted: 0, reportsPosted: 0 })
   }
 
   private refusalFor(s: Submission): RefusalCode | undefined {

@@ -1,5 +1,4 @@
-import type { InfobipError, InfobipStatus } from '../domain/status.js'
-import { RANK, statusFromInfobip } from '../domain/status.js'
+import { RANK, statusFromInfobip, type InfobipError, type InfobipStatus } from '../domain/status.js'
 
 /**
  * Everything the simulator says, as data: Infobip's status and error objects, the behaviour picked by a
@@ -7,10 +6,10 @@ import { RANK, statusFromInfobip } from '../domain/status.js'
  * Pure: no clock, no I/O — callers pass the times in.
  */
 
-type Status = Required<Omit<InfobipStatus, 'action'>>
-type ErrorInfo = Required<InfobipError>
+type StatusObject = Required<Omit<InfobipStatus, 'action'>>
+type ErrorObject = Required<InfobipError>
 
-const status = (groupId: number, groupName: string, id: number, name: string, description: string): Status =>
+const status = (groupId: number, groupName: string, id: number, name: string, description: string): StatusObject =>
   ({ groupId, groupName, id, name, description })
 
 export const STATUSES = {
@@ -26,12 +25,12 @@ export const STATUSES = {
 export const ERRORS = {
   NO_ERROR: { groupId: 0, groupName: 'OK', id: 0, name: 'NO_ERROR', description: 'No Error', permanent: false },
   EC_ABSENT_SUBSCRIBER: { groupId: 1, groupName: 'HANDSET_ERRORS', id: 27, name: 'EC_ABSENT_SUBSCRIBER', description: 'Absent Subscriber', permanent: false },
-} as const satisfies Record<string, ErrorInfo>
+} as const satisfies Record<string, ErrorObject>
 
 /** One report in a message's life. `posts` is how many times it is POSTed: 0 = only the logs API sees it. */
 export interface ReportStep {
-  status: Status
-  error: ErrorInfo
+  status: StatusObject
+  error: ErrorObject
   posts: number
 }
 
@@ -45,7 +44,7 @@ export interface Behaviour {
   reports: ReportStep[]
 }
 
-const report = (s: Status, posts = 1, error: ErrorInfo = ERRORS.NO_ERROR): ReportStep => ({ status: s, error, posts })
+const report = (s: StatusObject, posts = 1, error: ErrorObject = ERRORS.NO_ERROR): ReportStep => ({ status: s, error, posts })
 const delivered = report(STATUSES.DELIVERED_TO_HANDSET)
 
 const DEFAULT_BEHAVIOUR: Behaviour = { reports: [delivered] }
@@ -76,9 +75,9 @@ export const worstRefusal = (codes: readonly RefusalCode[]): RefusalCode | undef
  * Whether a later report replaces what the logs API shows. Infobip's own view of a message never goes
  * back from a final status: a late PENDING report (0008) is an out-of-order push, not a new state.
  */
-export function supersedes(next: Status, current: Status | undefined): boolean {
+export function supersedes(next: StatusObject, current: StatusObject | undefined): boolean {
   if (!current) return true
-  const rank = (s: Status) => RANK[statusFromInfobip(s) ?? 'QUEUED']
+  const rank = (s: StatusObject) => RANK[statusFromInfobip(s) ?? 'QUEUED']
   return rank(next) >= rank(current)
 }
 
@@ -116,8 +115,8 @@ export interface V3Report {
   mccMnc: string
   callbackData?: string
   price: typeof PRICE
-  status: Status
-  error: ErrorInfo
+  status: StatusObject
+  error: ErrorObject
 }
 
 export type V2Report = Omit<V3Report, 'sender' | 'messageCount'> & { from: string; smsCount: number }
@@ -135,8 +134,8 @@ export function deliveryReport(m: SentMessage, step: ReportStep, doneAt: number)
 
 /** What the logs API shows for a message: its latest report, or PENDING_ACCEPTED before any. */
 export interface Shown {
-  status: Status
-  error: ErrorInfo
+  status: StatusObject
+  error: ErrorObject
   doneAt: number
 }
 
