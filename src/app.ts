@@ -8,6 +8,7 @@ import { loggerOptions } from './logger.js'
 import authPlugin from './plugins/auth.js'
 import storePlugin from './plugins/store.js'
 import healthRoutes from './routes/health.js'
+import infobipDlrRoutes from './routes/infobip-dlr.js'
 import messageRoutes from './routes/messages.js'
 
 declare module 'fastify' {
@@ -58,6 +59,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(authPlugin, { config })
   await app.register(healthRoutes)
   await app.register(messageRoutes, { config })
+  await app.register(infobipDlrRoutes, { config })
   return app
 }
 

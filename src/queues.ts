@@ -21,6 +21,19 @@ export function sendJobOptions(config: Config): JobsOptions {
   }
 }
 
+/** A dlr job is one POST to /infobip-dlr: its results exactly as Infobip sent them. */
+export interface DlrJob {
+  results: unknown[]
+}
+
+/** Applying reports is idempotent (fingerprints), so a failed attempt is simply run again. */
+export const dlrJobOptions: JobsOptions = {
+  attempts: 10,
+  backoff: { type: 'exponential', delay: 1000 },
+  removeOnComplete: true,
+  removeOnFail: { age: 7 * 24 * 60 * 60 },
+}
+
 /** BullMQ keys start with KEY_PREFIX, like every other key of the service. */
 export function createQueue<T>(name: QueueName, connection: ConnectionOptions, config: Config): Queue<T> {
   return new Queue<T>(name, { connection, prefix: config.KEY_PREFIX })

@@ -2,9 +2,10 @@ import { Worker, type ConnectionOptions } from 'bullmq'
 import type { Logger } from 'pino'
 import { listOf, type Config } from '../src/config.js'
 import { InfobipClient } from '../src/infobip/client.js'
-import { QUEUE, sendJobOptions, type SendJob } from '../src/queues.js'
+import { QUEUE, sendJobOptions, type DlrJob, type SendJob } from '../src/queues.js'
 import { connectOrExplain, createRedis } from '../src/redis.js'
 import { MessageStore } from '../src/store/message-store.js'
+import { makeDlrProcessor } from './dlr.js'
 import { makeSendProcessor } from './send.js'
 
 export interface RunningWorkers {
@@ -38,6 +39,10 @@ export async function startWorkers(config: Config, log: Logger): Promise<Running
       })
       worker = new Worker<SendJob>(QUEUE.send, processor, { ...common, concurrency: config.SEND_CONCURRENCY })
       workers.push(worker)
+    }
+    if (name === QUEUE.dlr) {
+      const processor = makeDlrProcessor({ store, log: log.child({ worker: 'dlr' }) })
+      workers.push(new Worker<DlrJob>(QUEUE.dlr, processor, { ...common, concurrency: config.DLR_CONCURRENCY }))
     }
   }
   for (const worker of workers) {

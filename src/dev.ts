@@ -1,0 +1,84 @@
+import closeWithGrace from 'close-with-grace'
+import { buildApp } from './app.js'
+import { ConfigError, loadConfig, type Config } from './config.js'
+import { createLogger } from './logger.js'
+import { buildSimulator } from './simulator/app.js'
+import { startWorkers } from '../workers/start.js'
+
+/**
+ * `npm run dev`: the whole system in one process tree — the API, every worker and, unless
+ * INFOBIP_BASE_URL is set, the built-in Infobip simulator — with development values for whatever
+ * the environment does not set.
+ */
+const DEV_DEFAULTS = {
+  API_KEYS: 'dev-api-key',
+  DLR_WEBHOOK_TOKEN: 'dev-dlr-token-change-me',
+  INFOBIP_API_KEY: 'dev-infobip-key',
+  CALLBACK_ALLOW_PRIVATE: 'true',
+  BULL_BOARD_USER: 'admin',
+  BULL_BOARD_PASSWORD: 'admin',
+}
+
+const env: NodeJS.ProcessEnv = { ...process.env }
+const filled: string[] = []
+for (const [key, value] of Object.entries(DEV_DEFAULTS)) {
+  if (!env[key]) {
+    env[key] = value
+    filled.push(`${key}=${value}`)
+  }
+}
+const useSimulator = !env.INFOBIP_BASE_URL
+if (useSimulator) env.INFOBIP_BASE_URL = `http://127.0.0.1:${env.SIM_PORT ?? 3001}`
+if (!env.PUBLIC_BASE_URL) env.PUBLIC_BASE_URL = `http://localhost:${env.PORT ?? 3000}`
+
+let config: Config
+try {
+  config = loadConfig(env, ['API_KEYS', 'DLR_WEBHOOK_TOKEN', 'INFOBIP_BASE_URL', 'INFOBIP_API_KEY'])
+} catch (error) {
+  if (!(error instanceof ConfigError)) throw error
+  console.error(error.message)
+  process.exit(1)
+}
+
+const log = createLogger(config.LOG_LEVEL)
+const closers: (() => Promise<unknown>)[] = []
+
+try {
+  // The API connects first: without Redis it fails within seconds with one line saying what to do.
+  const app = await buildApp(config)
+  closers.unshift(() => app.close())
+  if (useSimulator) {
+    const simulator = buildSimulator(config, { logger: false })
+    await simulator.listen({ port: config.SIM_PORT, host: '127.0.0.1' })
+    closers.push(() => simulator.close())
+  }
+  const workers = await startWorkers(config, log.child({ name: 'worker' }))
+  closers.unshift(() => workers.close())
+  await app.listen({ port: config.PORT, host: config.HOST })
+} catch (error) {
+  console.error((error as Error).message)
+  await Promise.allSettled(closers.map((close) => close()))
+  process.exit(1)
+}
+
+closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
+  if (err) log.error({ err }, 'stopping after an error')
+  else log.info({ signal }, 'stopping')
+  for (const close of closers) await close()
+})
+
+const api = `http://localhost:${config.PORT}`
+const key = config.API_KEYS!.split(',')[0]
+console.log(`
+  SMS delivery service (development)
+
+  API         ${api}
+  Health      ${api}/health
+  Infobip     ${useSimulator ? `built-in simulator at ${config.INFOBIP_BASE_URL}` : config.INFOBIP_BASE_URL}
+${filled.length > 0 ? `\n  Development values (set these variables to override):\n${filled.map((f) => `    ${f}`).join('\n')}\n` : ''}
+  Send a message:
+    curl -s -X POST ${api}/messages -H 'Authorization: Bearer ${key}' -H 'Content-Type: application/json' -d '{"to":"+41 79 302 67 27","text":"Hello from the SMS service"}'
+
+  Then ask where it is (use the id from the answer):
+    curl -s ${api}/messages/<id> -H 'Authorization: Bearer ${key}'
+`)

@@ -1,0 +1,62 @@
+import { createHash } from 'node:crypto'
+import { BlockList, isIP } from 'node:net'
+import type { FastifyRequest } from 'fastify'
+import fp from 'fastify-plugin'
+import { ConfigError, listOf, type Config } from '../config.js'
+import { HttpError } from '../errors.js'
+import { matchSecret } from './auth.js'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** onRequest hook of `/infobip-dlr`: DLR_ALLOWED_IPS (403), then DLR_WEBHOOK_TOKEN (401). */
+    verifyWebhook: (request: FastifyRequest) => Promise<void>
+  }
+}
+
+/**
+ * Infobip can carry a secret only in the URL, in a static header of a subscription profile, or as
+ * HTTP Basic credentials (infobip.md §5), so the token is accepted in any of the three places.
+ */
+export default fp(
+  async function dlrAuthPlugin(app, { config }: { config: Config }) {
+    const token = config.DLR_WEBHOOK_TOKEN ? [createHash('sha256').update(config.DLR_WEBHOOK_TOKEN).digest()] : []
+    const allowed = allowList(config.DLR_ALLOWED_IPS)
+    app.decorate('verifyWebhook', async (request: FastifyRequest) => {
+      if (allowed && !allowed.check(request.ip, isIP(request.ip) === 6 ? 'ipv6' : 'ipv4')) {
+        throw new HttpError(403, 'Source address not allowed (DLR_ALLOWED_IPS)', 'FORBIDDEN')
+      }
+      // Every form is compared, each in constant time: which one was used is not a secret.
+      if (!presentedTokens(request).some((presented) => matchSecret(presented, token) >= 0)) {
+        throw new HttpError(401, 'Missing or invalid webhook token: send ?token=, X-Webhook-Token or HTTP Basic', 'UNAUTHORIZED')
+      }
+    })
+  },
+  { name: 'dlr-auth' },
+)
+
+function presentedTokens(request: FastifyRequest): string[] {
+  const { token } = request.query as { token?: unknown }
+  const header = request.headers['x-webhook-token']
+  const [scheme, credentials] = (request.headers.authorization ?? '').split(' ', 2)
+  const basic = scheme?.toLowerCase() === 'basic' && credentials ? Buffer.from(credentials, 'base64').toString() : ''
+  const password = basic.includes(':') ? basic.slice(basic.indexOf(':') + 1) : ''
+  return [token, header, password].filter((t): t is string => typeof t === 'string' && t !== '')
+}
+
+/** `10.0.0.0/8, 2001:db8::/32, 203.0.113.7` → a BlockList used as an allow-list; undefined = any source. */
+function allowList(value: string | undefined): BlockList | undefined {
+  const entries = listOf(value)
+  if (entries.length === 0) return undefined
+  const list = new BlockList()
+  for (const entry of entries) {
+    const [address = '', bits, ...extra] = entry.split('/')
+    const family = isIP(address)
+    const max = family === 6 ? 128 : 32
+    const prefix = bits === undefined ? max : /^\d{1,3}$/.test(bits) ? Number(bits) : NaN
+    if (family === 0 || !(prefix <= max) || extra.length > 0) {
+      throw new ConfigError(`Invalid configuration: DLR_ALLOWED_IPS must be comma-separated IP addresses or CIDRs (got ${JSON.stringify(entry)})`)
+    }
+    list.addSubnet(address, prefix, family === 6 ? 'ipv6' : 'ipv4')
+  }
+  return list
+}

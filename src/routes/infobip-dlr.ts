@@ -1,0 +1,50 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import type { Config } from '../config.js'
+import { HttpError } from '../errors.js'
+import dlrAuth from '../plugins/dlr-auth.js'
+import { createQueue, dlrJobOptions, QUEUE, type DlrJob } from '../queues.js'
+import { ErrorResponse } from '../schemas/messages.js'
+import { DLR_MAX_RESULTS, DlrAccepted, DlrBody, DlrHeaders, DlrQuery } from '../schemas/infobip.js'
+
+/** 2,000 realistic reports take about 1.5 MB; pretty-printed ones up to twice that. */
+const BODY_LIMIT = 4 * 1024 * 1024
+
+/**
+ * `POST /infobip-dlr` (SPEC §4): the batch becomes one dlr job — one round trip to Redis — before the
+ * 200, and nothing else happens here. A 503 (Redis unreachable) makes Infobip retry.
+ */
+const infobipDlr: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { config }) => {
+  await app.register(dlrAuth, { config })
+  const queue = createQueue<DlrJob>(QUEUE.dlr, app.redis, config)
+  app.addHook('onClose', () => queue.close())
+
+  // Whatever Content-Type Infobip or a proxy puts on it, the body must be JSON: not JSON is a 400.
+  app.removeAllContentTypeParsers()
+  app.addContentTypeParser('*', { parseAs: 'string' }, app.getDefaultJsonParser('error', 'error'))
+
+  app.post(
+    '/infobip-dlr',
+    {
+      bodyLimit: BODY_LIMIT,
+      onRequest: app.verifyWebhook,
+      schema: {
+        summary: 'Infobip delivery reports (v3 or v2 shape)',
+        tags: ['infobip'],
+        querystring: DlrQuery,
+        headers: DlrHeaders,
+        body: DlrBody,
+        response: { 200: DlrAccepted, 400: ErrorResponse, 401: ErrorResponse, 403: ErrorResponse, 413: ErrorResponse, 503: ErrorResponse },
+      },
+    },
+    async (request) => {
+      const { results } = request.body
+      if (results.length > DLR_MAX_RESULTS) {
+        throw new HttpError(413, `body/results has ${results.length} reports; at most ${DLR_MAX_RESULTS} per POST`, 'TOO_MANY_RESULTS')
+      }
+      await queue.add(QUEUE.dlr, { results }, dlrJobOptions)
+      return { received: results.length }
+    },
+  )
+}
+
+export default infobipDlr

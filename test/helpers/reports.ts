@@ -1,0 +1,109 @@
+import { RANK, STATUS, type Status } from '../../src/domain/status.js'
+import { ERRORS, STATUSES } from '../../src/simulator/outcomes.js'
+import type { Message, Transition } from '../../src/store/message-store.js'
+
+/** Infobip's status objects (as the simulator sends them), for building reports. */
+export { ERRORS, STATUSES }
+type InfobipStatus = (typeof STATUSES)[keyof typeof STATUSES]
+
+/** A v3 report as Infobip's example shows it, unknown fields included. */
+export function v3Report(messageId: string, status: InfobipStatus = STATUSES.DELIVERED_TO_HANDSET, extra: Record<string, unknown> = {}) {
+  return {
+    bulkId: 'BULK-ID-123-xyz',
+    messageId,
+    to: '41793026727',
+    sender: 'InfoSMS',
+    sentAt: '2026-11-28T10:00:00.000+0000',
+    doneAt: '2026-11-28T10:00:04.870+0000',
+    messageCount: 1,
+    mccMnc: '22801',
+    callbackData: messageId,
+    price: { pricePerMessage: 0.01, currency: 'EUR' },
+    status,
+    error: status.groupId === 2 ? ERRORS.EC_ABSENT_SUBSCRIBER : ERRORS.NO_ERROR,
+    platform: { entityId: 'promotional-traffic-entity', applicationId: 'marketing-automation-application' },
+    campaignReferenceId: 'summersale',
+    ...extra,
+  }
+}
+
+/** The same report in the v2 shape (`from`, `smsCount`, flat entity fields). */
+export function v2Report(messageId: string, status: InfobipStatus = STATUSES.DELIVERED_TO_HANDSET, extra: Record<string, unknown> = {}) {
+  const { sender, messageCount, platform, ...rest } = v3Report(messageId, status)
+  return { ...rest, from: sender, smsCount: messageCount, entityId: platform.entityId, applicationId: platform.applicationId, ...extra }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// A reference model of SPEC §5, written from the rules and not from the Lua script, so that tests can
+// compare the two.
+
+export interface ModelEvent {
+  status: Status
+  source: string
+  infobipStatus?: string
+}
+
+export interface ModelMessage {
+  status: Status
+  events: ModelEvent[]
+  infobip: Record<string, unknown> | null
+  fingerprints: Set<string>
+}
+
+export type ModelResult = 'applied' | 'ignored' | 'duplicate' | 'unmatched'
+
+export const newModelMessage = (): ModelMessage => ({
+  status: STATUS.QUEUED,
+  events: [{ status: STATUS.QUEUED, source: 'api' }],
+  infobip: null,
+  fingerprints: new Set(),
+})
+
+/**
+ * Rule 6: unknown message → unmatched. Rule 2: a fingerprint seen before → duplicate (every report
+ * that got past this check counts as seen, applied or not). Rules 1, 3, 4: only a higher rank
+ * changes anything; a change writes status, `infobip` and one event.
+ */
+export function applyModel(messages: Map<string, ModelMessage>, t: Transition): ModelResult {
+  const m = messages.get(t.id)
+  if (!m) return 'unmatched'
+  if (t.fingerprint) {
+    if (m.fingerprints.has(t.fingerprint)) return 'duplicate'
+    m.fingerprints.add(t.fingerprint)
+  }
+  if (RANK[t.status] <= RANK[m.status]) return 'ignored'
+  m.status = t.status
+  if (t.infobip) m.infobip = t.infobip
+  m.events.push({ status: t.status, source: t.source, ...(t.infobipStatus ? { infobipStatus: t.infobipStatus } : {}) })
+  return 'applied'
+}
+
+/** What a stored message and a model message are compared on (times and seq numbers aside). */
+export function comparable(m: Pick<Message, 'status' | 'events' | 'infobip'> | ModelMessage) {
+  return {
+    status: m.status,
+    events: m.events.map((e) => ({ status: e.status, source: e.source, ...(e.infobipStatus ? { infobipStatus: e.infobipStatus } : {}) })),
+    infobip: m.infobip,
+  }
+}
+
+/** A seeded PRNG (mulberry32), so that a failing shuffle can be replayed. */
+export function random(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+export function shuffle<T>(items: readonly T[], rand: () => number): T[] {
+  const out = [...items]
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1))
+    ;[out[i], out[j]] = [out[j]!, out[i]!]
+  }
+  return out
+}

@@ -1,0 +1,38 @@
+import type { Queue } from 'bullmq'
+import type { Logger } from 'pino'
+import type { Config } from '../src/config.js'
+import { sendJobs } from '../src/accept-messages.js'
+import type { SendJob } from '../src/queues.js'
+import type { MessageStore } from '../src/store/message-store.js'
+
+export interface OutboxSweeper {
+  /** One pass; returns how many messages it enqueued. */
+  sweep(): Promise<number>
+  stop(): void
+}
+
+/**
+ * The API stores a message and then adds its send job; if it dies between the two, the message
+ * waits in the outbox. This sweeper, run by every send worker process, enqueues what has waited
+ * longer than `olderThanMs`. Job ids are message ids and the send processor never submits a
+ * message twice, so sweeping a message whose job does exist is harmless.
+ */
+export function startOutboxSweeper(deps: { store: MessageStore; queue: Queue<SendJob>; config: Config; log: Logger }, everyMs = 30_000, olderThanMs = 60_000): OutboxSweeper {
+  const { store, queue, config, log } = deps
+
+  async function sweep(): Promise<number> {
+    const ids = await store.outboxBefore(olderThanMs)
+    if (ids.length === 0) return 0
+    const messages = (await store.getMany(ids)).filter((m) => m !== undefined)
+    if (messages.length > 0) await queue.addBulk(sendJobs(messages, config))
+    await store.enqueued(ids)
+    log.warn({ count: messages.length }, 'enqueued messages whose send jobs were missing')
+    return messages.length
+  }
+
+  const timer = setInterval(() => {
+    sweep().catch((error: Error) => log.warn({ error: error.message }, 'outbox sweep failed; will retry'))
+  }, everyMs)
+  timer.unref()
+  return { sweep, stop: () => clearInterval(timer) }
+}
