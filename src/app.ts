@@ -1,11 +1,13 @@
 import { randomUUID } from 'node:crypto'
 import fastifyEnv from '@fastify/env'
+import fastifyHelmet from '@fastify/helmet'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, { type FastifyError, type FastifyInstance, type FastifySchemaValidationError, type FastifyServerOptions } from 'fastify'
 import { ConfigSchema, type Config } from './config.js'
 import { HttpError, isRedisUnavailable } from './errors.js'
 import { loggerOptions } from './logger.js'
 import authPlugin from './plugins/auth.js'
+import docsPlugin from './plugins/docs.js'
 import storePlugin from './plugins/store.js'
 import healthRoutes from './routes/health.js'
 import infobipDlrRoutes from './routes/infobip-dlr.js'
@@ -55,8 +57,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `Route ${request.method} ${request.url.split('?')[0]} not found` }),
   )
 
+  await app.register(fastifyHelmet, { global: true })
   await app.register(storePlugin, { config })
   await app.register(authPlugin, { config })
+  await app.register(docsPlugin)
   await app.register(healthRoutes)
   await app.register(messageRoutes, { config })
   await app.register(infobipDlrRoutes, { config })

@@ -3,6 +3,7 @@ import { Type } from '@sinclair/typebox'
 import { acceptMessages } from '../accept-messages.js'
 import type { Config } from '../config.js'
 import { HttpError } from '../errors.js'
+import { registerRateLimit } from '../plugins/rate-limit.js'
 import { AuthHeaders, BatchBody, ErrorResponse, IdParams, MessageResource, NewMessageBody } from '../schemas/messages.js'
 
 const errors = { 400: ErrorResponse, 401: ErrorResponse, 413: ErrorResponse, 422: ErrorResponse, 429: ErrorResponse, 503: ErrorResponse }
@@ -12,6 +13,7 @@ const security = [{ bearerAuth: [] }]
 const messages: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { config }) => {
   const deps = { config, store: app.store, sendQueue: app.sendQueue }
   app.addHook('onRequest', app.authenticate)
+  await registerRateLimit(app, config)
 
   app.post(
     '/messages',
