@@ -1,0 +1,36 @@
+import { readFileSync } from 'node:fs'
+import t from 'tap'
+import { ConfigSchema, loadConfig, REQUIRED } from '../src/config.js'
+
+t.test('defaults, and values converted from strings', async (t) => {
+  const config = loadConfig({ PORT: '3005', TRUST_PROXY: 'true', SIM_FAILURE_RATE: '0.3' })
+  t.match(config, { PORT: 3005, TRUST_PROXY: true, SIM_FAILURE_RATE: 0.3, KEY_PREFIX: 'sms', INFOBIP_API: 'v3', SEND_MAX_ATTEMPTS: 8, MESSAGE_TTL_DAYS: 30 })
+})
+
+t.test('a bad or missing variable stops start-up with one line naming it', async (t) => {
+  const cases: [Record<string, string>, RegExp][] = [
+    [{ PORT: 'abc' }, /^Invalid configuration: PORT expected integer \(got "abc"\)$/],
+    [{ INFOBIP_API: 'v4' }, /^Invalid configuration: INFOBIP_API must be one of v3, v2/],
+    [{ REDIS_URL: 'localhost:6379' }, /^Invalid configuration: REDIS_URL /],
+    [{ SEND_MAX_ATTEMPTS: '0' }, /^Invalid configuration: SEND_MAX_ATTEMPTS /],
+    [{ WORKER_QUEUES: 'send,emails' }, /^Invalid configuration: WORKER_QUEUES /],
+  ]
+  for (const [env, message] of cases) t.throws(() => loadConfig(env), { name: 'ConfigError', message })
+  t.throws(() => loadConfig({}, REQUIRED.api), { message: 'Invalid configuration: API_KEYS is required (see .env.example)' })
+  t.throws(() => loadConfig({ API_KEYS: 'k' }, REQUIRED.api), { message: /DLR_WEBHOOK_TOKEN is required/ })
+})
+
+t.test('secrets never appear in the error', async (t) => {
+  for (const [name, value] of [['DLR_WEBHOOK_TOKEN', 'short-secret'], ['CALLBACK_SIGNING_SECRET', 'plain-secret'], ['REDIS_URL', 'mysecret@redis']]) {
+    const error = t.throws(() => loadConfig({ [name!]: value! })) as Error
+    t.match(error.message, new RegExp(`^Invalid configuration: ${name}`))
+    t.notOk(error.message.includes(value!), `${name} value not echoed`)
+  }
+})
+
+t.test('.env.example documents every variable of the schema', async (t) => {
+  const example = readFileSync(new URL('../.env.example', import.meta.url), 'utf8')
+  const documented = new Set([...example.matchAll(/^([A-Z_]+)=/gm)].map((m) => m[1]))
+  for (const key of Object.keys(ConfigSchema.properties)) t.ok(documented.has(key), `${key} is in .env.example`)
+  for (const key of documented) t.ok(key! in ConfigSchema.properties, `${key} in .env.example exists`)
+})
