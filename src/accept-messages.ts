@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { Queue } from 'bullmq'
 import { monotonicFactory } from 'ulid'
+import { callbackUrlProblem } from './callback-url.js'
 import type { Config } from './config.js'
 import { normalizePhone } from './domain/phone.js'
 import { analyzeText, MAX_SEGMENTS } from './domain/segments.js'
@@ -17,6 +18,8 @@ export interface AcceptDeps {
   config: Config
   store: MessageStore
   sendQueue: Queue<SendJob>
+  /** Called once the messages and their jobs exist (never for an idempotent replay): metrics. */
+  onCreated?: (count: number) => void
 }
 
 export interface Idempotency {
@@ -39,6 +42,7 @@ export interface Accepted {
 export async function acceptMessages(deps: AcceptDeps, bodies: NewMessageBody[], fieldPrefix: (i: number) => string, idempotency?: Idempotency): Promise<Accepted> {
   const now = Date.now()
   const messages = bodies.map((body, i) => prepare(body, fieldPrefix(i), deps.config, now))
+  await checkCallbackUrls(bodies, fieldPrefix, deps.config)
 
   if (idempotency) {
     const fingerprint = sha256(stableStringify(bodies))
@@ -52,6 +56,7 @@ export async function acceptMessages(deps: AcceptDeps, bodies: NewMessageBody[],
   try {
     const stored = await deps.store.create(messages, new Date(now))
     await enqueue(deps, stored)
+    deps.onCreated?.(stored.length)
     return { messages: stored, replayed: false }
   } catch (error) {
     await undo(deps.store, messages.map((m) => m.id), idempotency)
@@ -98,6 +103,23 @@ export function sendJobs(messages: Message[], config: Config) {
     }
     return jobs
   })
+}
+
+/**
+ * Callback URLs must be signed (a secret is configured) and point to public addresses (SPEC §4).
+ * Each distinct host is resolved once per request.
+ */
+async function checkCallbackUrls(bodies: NewMessageBody[], fieldPrefix: (i: number) => string, config: Config): Promise<void> {
+  const problems = new Map<string, Promise<string | undefined>>()
+  for (const [i, body] of bodies.entries()) {
+    if (!body.callbackUrl) continue
+    if (!config.CALLBACK_SIGNING_SECRET) throw new FieldError(`${fieldPrefix(i)}/callbackUrl`, 'cannot be used: the service has no CALLBACK_SIGNING_SECRET')
+    if (!problems.has(body.callbackUrl)) problems.set(body.callbackUrl, callbackUrlProblem(body.callbackUrl, config.CALLBACK_ALLOW_PRIVATE))
+  }
+  for (const [i, body] of bodies.entries()) {
+    const problem = body.callbackUrl ? await problems.get(body.callbackUrl) : undefined
+    if (problem) throw new FieldError(`${fieldPrefix(i)}/callbackUrl`, `is refused: ${problem}`)
+  }
 }
 
 function prepare(body: NewMessageBody, field: string, config: Config, now: number): NewMessage {

@@ -7,8 +7,11 @@ import { ConfigSchema, type Config } from './config.js'
 import { HttpError, isRedisUnavailable } from './errors.js'
 import { loggerOptions } from './logger.js'
 import authPlugin from './plugins/auth.js'
+import bullBoardPlugin from './plugins/bull-board.js'
 import docsPlugin from './plugins/docs.js'
+import metricsPlugin from './plugins/metrics.js'
 import storePlugin from './plugins/store.js'
+import callbackRoutes from './routes/callbacks.js'
 import healthRoutes from './routes/health.js'
 import infobipDlrRoutes from './routes/infobip-dlr.js'
 import messageRoutes from './routes/messages.js'
@@ -60,10 +63,13 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   await app.register(fastifyHelmet, { global: true })
   await app.register(storePlugin, { config })
   await app.register(authPlugin, { config })
+  await app.register(bullBoardPlugin, { config })
   await app.register(docsPlugin)
+  await app.register(metricsPlugin, { config })
   await app.register(healthRoutes)
   await app.register(messageRoutes, { config })
   await app.register(infobipDlrRoutes, { config })
+  await app.register(callbackRoutes)
   return app
 }
 

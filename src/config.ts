@@ -32,6 +32,8 @@ export const ConfigSchema = Type.Object({
   CALLBACK_SIGNING_SECRET: Type.Optional(Type.String({ pattern: '^whsec_' })),
   RATE_LIMIT_PER_MINUTE: Int(6000, 1),
   CALLBACK_ALLOW_PRIVATE: Type.Boolean({ default: false }),
+  CALLBACK_MAX_ATTEMPTS: Int(14, 1, 100),
+  CALLBACK_BACKOFF_MS: Int(15_000, 1),
   RECONCILE_INTERVAL_SECONDS: Int(300, 1),
   RECONCILE_AFTER_SECONDS: Int(900, 1),
   MESSAGE_TTL_DAYS: Int(30, 1, 3650),

@@ -15,6 +15,7 @@ const DEV_DEFAULTS = {
   DLR_WEBHOOK_TOKEN: 'dev-dlr-token-change-me',
   INFOBIP_API_KEY: 'dev-infobip-key',
   CALLBACK_ALLOW_PRIVATE: 'true',
+  CALLBACK_SIGNING_SECRET: 'whsec_ZGV2LWNhbGxiYWNrLXNlY3JldC1rZXktMDEyMzQ1Njc=',
   BULL_BOARD_USER: 'admin',
   BULL_BOARD_PASSWORD: 'admin',
 }

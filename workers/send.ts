@@ -4,7 +4,8 @@ import { REJECTED_SYSTEM_ERROR, STATUS, statusFromInfobip, type Status } from '.
 import type { InfobipClient, SubmitOutcome } from '../src/infobip/client.js'
 import type { DestinationResult, InfobipReport, Submission } from '../src/infobip/requests.js'
 import type { SendJob } from '../src/queues.js'
-import type { MessageStore, Transition } from '../src/store/message-store.js'
+import type { SubmissionOutcome } from '../src/metrics.js'
+import type { MessageStore, Transition, TransitionResult } from '../src/store/message-store.js'
 
 /** How long a message may wait through Infobip 429s before it ends FAILED/RATE_LIMITED (SPEC §4). */
 const RATE_LIMITED_GIVE_UP_MS = 24 * 60 * 60 * 1000
@@ -20,7 +21,10 @@ export interface SendDeps {
   rateLimitPerSecond: number
   /** Pauses the whole queue (BullMQ `worker.rateLimit`), set once the worker exists. */
   pauseQueue: (ms: number) => Promise<void>
-  onSubmission?: (outcome: string, count: number) => void
+  /** Metrics: messages submitted, by outcome; every message of a request counts. */
+  onSubmission?: (outcome: SubmissionOutcome, count: number) => void
+  /** Metrics: the status changes this worker asked for and what became of them. */
+  onTransitions?: (transitions: Transition[], results: TransitionResult[]) => void
 }
 
 /** Thrown for failures worth another attempt; BullMQ retries with backoff. */
@@ -70,7 +74,7 @@ export function makeSendProcessor(deps: SendDeps) {
     const reports = await infobip.logs(ids)
     const known = new Map(reports.flatMap((r) => (r.messageId ? [[r.messageId, r] as const] : [])))
     const transitions = [...known.values()].map((r) => fromReport(r))
-    if (transitions.length > 0) await store.transition(transitions)
+    if (transitions.length > 0) await transition(transitions)
     const unknownToInfobip = ids.filter((id) => !known.has(id))
     jobLog.info({ found: known.size, resubmit: unknownToInfobip.length }, 'looked up messages with an unknown submission outcome')
     const claims = await store.claim(unknownToInfobip, true)
@@ -81,7 +85,7 @@ export function makeSendProcessor(deps: SendDeps) {
   async function submit(messages: Submission[], job: Job<SendJob>, jobLog: Logger): Promise<string[]> {
     const ids = messages.map((m) => m.id)
     const outcome = await infobip.submit(messages)
-    deps.onSubmission?.(outcomeLabel(outcome), messages.length)
+    if (outcome.kind !== 'accepted') deps.onSubmission?.(outcomeLabel(outcome), messages.length)
     switch (outcome.kind) {
       case 'accepted':
         return recordAccepted(messages, outcome.bulkId, outcome.results, jobLog)
@@ -145,7 +149,11 @@ export function makeSendProcessor(deps: SendDeps) {
         settlesSubmission: true,
       })
     }
-    if (transitions.length > 0) await store.transition(transitions)
+    // Infobip accepted the request as a whole, but may have refused single destinations.
+    const rejected = messages.filter(({ id }) => statusFromInfobip(byId.get(id)?.status) === STATUS.REJECTED).length
+    deps.onSubmission?.('accepted', messages.length - rejected)
+    if (rejected > 0) deps.onSubmission?.('rejected', rejected)
+    if (transitions.length > 0) await transition(transitions)
     const systemErrors = retry.filter((id) => byId.has(id))
     if (systemErrors.length > 0) await store.settle(systemErrors)
     jobLog.info({ accepted: transitions.length, retry: retry.length }, 'submitted to infobip')
@@ -161,7 +169,11 @@ export function makeSendProcessor(deps: SendDeps) {
   }
 
   async function fail(ids: string[], code: string, message: string): Promise<void> {
-    await store.transition(ids.map((id) => ({ id, status: STATUS.FAILED, source: 'send', error: { code, message }, settlesSubmission: true })))
+    await transition(ids.map((id) => ({ id, status: STATUS.FAILED, source: 'send', error: { code, message }, settlesSubmission: true })))
+  }
+
+  async function transition(transitions: Transition[]): Promise<void> {
+    deps.onTransitions?.(transitions, await store.transition(transitions))
   }
 }
 
@@ -177,10 +189,8 @@ function fromReport(report: InfobipReport): Transition {
   }
 }
 
-function outcomeLabel(outcome: SubmitOutcome): string {
+function outcomeLabel(outcome: Exclude<SubmitOutcome, { kind: 'accepted' }>): SubmissionOutcome {
   switch (outcome.kind) {
-    case 'accepted':
-      return 'accepted'
     case 'rate_limited':
       return 'http_429'
     case 'client_error':

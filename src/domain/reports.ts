@@ -45,9 +45,11 @@ export const fingerprint = (messageId: string, statusId?: number | null, errorId
 
 function kept(report: DeliveryReport): Record<string, unknown> {
   const infobip: Record<string, unknown> = {}
-  for (const field of KEPT_FIELDS) if (report[field] != null) infobip[field] = report[field]
-  // v2 reports count parts as `smsCount`.
-  if (infobip.messageCount === undefined && report.smsCount != null) infobip.messageCount = report.smsCount
+  for (const field of KEPT_FIELDS) {
+    // v2 reports count parts as `smsCount`.
+    const value = field === 'messageCount' ? (report.messageCount ?? report.smsCount) : report[field]
+    if (value != null) infobip[field] = value
+  }
   return infobip
 }
 

@@ -2,7 +2,8 @@ import type { Queue } from 'bullmq'
 import fp from 'fastify-plugin'
 import type { Redis } from 'ioredis'
 import type { Config } from '../config.js'
-import { createQueue, QUEUE, type SendJob } from '../queues.js'
+import type { CallbackJob } from '../callbacks.js'
+import { createQueue, QUEUE, type DlrJob, type SendJob } from '../queues.js'
 import { connectOrExplain, createRedis } from '../redis.js'
 import { MessageStore } from '../store/message-store.js'
 
@@ -10,6 +11,8 @@ declare module 'fastify' {
   interface FastifyInstance {
     redis: Redis
     store: MessageStore
+    /** Every queue, for producers and for the operations plugins (dashboard, metrics). */
+    queues: { send: Queue<SendJob>; dlr: Queue<DlrJob>; callback: Queue<CallbackJob> }
     sendQueue: Queue<SendJob>
   }
 }
@@ -22,12 +25,17 @@ export default fp(
   async function storePlugin(app, { config }: { config: Config }) {
     const redis = createRedis(config.REDIS_URL, 'producer')
     await connectOrExplain(redis, config.REDIS_URL)
-    const sendQueue = createQueue<SendJob>(QUEUE.send, redis, config)
+    const queues = {
+      send: createQueue<SendJob>(QUEUE.send, redis, config),
+      dlr: createQueue<DlrJob>(QUEUE.dlr, redis, config),
+      callback: createQueue<CallbackJob>(QUEUE.callback, redis, config),
+    }
     app.decorate('redis', redis)
     app.decorate('store', new MessageStore(redis, config.KEY_PREFIX, config.MESSAGE_TTL_DAYS))
-    app.decorate('sendQueue', sendQueue)
+    app.decorate('queues', queues)
+    app.decorate('sendQueue', queues.send)
     app.addHook('onClose', async () => {
-      await sendQueue.close()
+      await Promise.all(Object.values(queues).map((q) => q.close()))
       await redis.quit().catch(() => redis.disconnect())
     })
   },

@@ -2,16 +2,18 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { acceptMessages } from '../accept-messages.js'
 import type { Config } from '../config.js'
-import { HttpError } from '../errors.js'
+import { normalizePhone } from '../domain/phone.js'
+import { FieldError, HttpError } from '../errors.js'
+import { countCreated } from '../metrics.js'
 import { registerRateLimit } from '../plugins/rate-limit.js'
-import { AuthHeaders, BatchBody, ErrorResponse, IdParams, MessageResource, NewMessageBody } from '../schemas/messages.js'
+import { AuthHeaders, BatchBody, ErrorResponse, IdParams, MessageResource, NewMessageBody, SearchPage, SearchQuerystring } from '../schemas/messages.js'
 
 const errors = { 400: ErrorResponse, 401: ErrorResponse, 413: ErrorResponse, 422: ErrorResponse, 429: ErrorResponse, 503: ErrorResponse }
 const security = [{ bearerAuth: [] }]
 
 /** `POST /messages`, `POST /messages/batch`, `GET /messages/:id` (SPEC §4). */
 const messages: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { config }) => {
-  const deps = { config, store: app.store, sendQueue: app.sendQueue }
+  const deps = { config, store: app.store, sendQueue: app.sendQueue, onCreated: (n: number) => countCreated(app.metrics, n) }
   app.addHook('onRequest', app.authenticate)
   await registerRateLimit(app, config)
 
@@ -57,6 +59,31 @@ const messages: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { co
       const { messages, replayed } = await acceptMessages(deps, request.body.messages, (i) => `body/messages/${i}`, idempotency)
       if (replayed) reply.header('idempotent-replayed', 'true')
       return reply.code(replayed ? 200 : 202).send({ messages })
+    },
+  )
+
+  app.get(
+    '/messages',
+    {
+      schema: {
+        summary: 'Find messages, newest first',
+        tags: ['messages'],
+        security,
+        querystring: SearchQuerystring,
+        response: { 200: SearchPage, 400: ErrorResponse, 401: ErrorResponse, 429: ErrorResponse, 503: ErrorResponse },
+      },
+    },
+    async (request) => {
+      const q = request.query
+      let to: string | undefined
+      if (q.to !== undefined) {
+        to = normalizePhone(q.to)
+        if (!to) throw new FieldError('querystring/to', 'must be a valid international phone number')
+      }
+      for (const field of ['since', 'until'] as const) {
+        if (q[field] !== undefined && Number.isNaN(Date.parse(q[field]!))) throw new FieldError(`querystring/${field}`, 'must be an ISO 8601 date-time')
+      }
+      return app.store.search({ ...q, to, limit: q.limit === undefined ? 50 : Number(q.limit) })
     },
   )
 

@@ -79,3 +79,19 @@ export const AuthHeaders = Type.Object({
   authorization: Type.Optional(Type.String()),
   'idempotency-key': Type.Optional(Type.String({ minLength: 1, maxLength: 255 })),
 })
+
+export const SearchQuerystring = Type.Object(
+  {
+    status: Type.Optional(StatusSchema),
+    reference: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
+    to: Type.Optional(Type.String({ minLength: 1, maxLength: 32 })),
+    since: Type.Optional(Type.String({ format: 'date-time', description: 'created at or after' })),
+    until: Type.Optional(Type.String({ format: 'date-time', description: 'created before' })),
+    // Query strings are not coerced: numbers arrive as digits.
+    limit: Type.Optional(Type.String({ pattern: '^(?:[1-9]\\d{0,1}|[1-4]\\d{2}|500)$', description: '1–500, default 50' })),
+    cursor: Type.Optional(Type.String({ pattern: '^msg_[0-9A-Z]{26}$', description: 'nextCursor of the previous page' })),
+  },
+  { additionalProperties: false },
+)
+
+export const SearchPage = Type.Object({ messages: Type.Array(MessageResource), nextCursor: Type.Union([Type.String(), Type.Null()]) })

@@ -1,7 +1,13 @@
+import { STATUS, type Status } from '../domain/status.js'
+
 /**
  * Every Redis key name of the service. Per-message keys carry the message id as a hash tag
  * (`{msg_…}`), so that the record, its events and its report fingerprints live in one slot and every
  * script touches one slot, as Redis Cluster requires.
+ *
+ * The indexes (`idx:*`) are sorted sets whose members are message ids. Ids are ULIDs, which sort by
+ * creation time, so all but `idx:open` use score 0 and lexicographic ranges: newest first is a
+ * reverse range, and `since`/`until` are id bounds.
  */
 export interface Keys {
   message(id: string): string
@@ -11,9 +17,20 @@ export interface Keys {
   outbox(): string
   unmatched(): string
   sendBudget(second: number): string
+  /** Every message, by creation. */
+  created(): string
+  byStatus(status: Status): string
+  /** Every status index, in STATUS order (the transition script moves ids between them). */
+  statusIndexes(): string[]
+  byReference(reference: string): string
+  byRecipient(to: string): string
+  /** Submitted, not yet final: score = submission time (ms); what the reconciler looks up. */
+  open(): string
+  stale(): string
 }
 
 export function makeKeys(prefix: string): Keys {
+  const byStatus = (status: Status) => `${prefix}:idx:status:${status}`
   return {
     message: (id) => `${prefix}:msg:{${id}}`,
     events: (id) => `${prefix}:msg:{${id}}:ev`,
@@ -22,5 +39,12 @@ export function makeKeys(prefix: string): Keys {
     outbox: () => `${prefix}:outbox`,
     unmatched: () => `${prefix}:dlr:unmatched`,
     sendBudget: (second) => `${prefix}:budget:send:${second}`,
+    created: () => `${prefix}:idx:created`,
+    byStatus,
+    statusIndexes: () => Object.values(STATUS).map(byStatus),
+    byReference: (reference) => `${prefix}:idx:ref:${reference}`,
+    byRecipient: (to) => `${prefix}:idx:to:${to}`,
+    open: () => `${prefix}:idx:open`,
+    stale: () => `${prefix}:metrics:stale`,
   }
 }

@@ -5,8 +5,8 @@ import { CLAIM, RESERVE_BUDGET, TRANSITION } from './scripts.js'
 
 declare module 'ioredis' {
   interface RedisCommander<Context extends ClientContext> {
-    smsTransition(k1: string, k2: string, k3: string, ...argv: string[]): Result<string[], Context>
-    smsClaim(k1: string, force: string, now: string): Result<'missing' | 'done' | 'unknown' | 'ok', Context>
+    smsTransition(...keysAndArgs: string[]): Result<string[], Context>
+    smsClaim(k1: string, k2: string, force: string, now: string, id: string): Result<'missing' | 'done' | 'unknown' | 'ok', Context>
     smsReserveBudget(k1: string, n: number, limit: number): Result<number, Context>
   }
 }
@@ -75,11 +75,23 @@ export interface Transition {
 }
 
 export type TransitionResult =
-  | { result: 'applied'; previous: Status; seq: number; submittedAt: number | null; callbackUrl: string | null }
+  | { result: 'applied'; previous: Status; seq: number; submittedAt: number | null; callbackUrl: string | null; reference: string | null }
   | { result: 'ignored'; current: Status }
   | { result: 'duplicate' | 'unmatched' }
 
 export type ClaimResult = 'missing' | 'done' | 'unknown' | 'ok'
+
+export interface SearchQuery {
+  status?: Status | undefined
+  reference?: string | undefined
+  /** Digits only, as stored. */
+  to?: string | undefined
+  /** ISO instants: created at or after `since`, before `until`. */
+  since?: string | undefined
+  until?: string | undefined
+  limit: number
+  cursor?: string | undefined
+}
 
 export interface IdempotencyRecord {
   fingerprint: string
@@ -102,8 +114,8 @@ export class MessageStore {
     this.#redis = redis
     this.keys = makeKeys(prefix)
     this.#ttlSeconds = ttlDays * 24 * 60 * 60
-    redis.defineCommand('smsTransition', { numberOfKeys: 3, lua: TRANSITION })
-    redis.defineCommand('smsClaim', { numberOfKeys: 1, lua: CLAIM })
+    redis.defineCommand('smsTransition', { numberOfKeys: 4 + this.keys.statusIndexes().length, lua: TRANSITION })
+    redis.defineCommand('smsClaim', { numberOfKeys: 2, lua: CLAIM })
     redis.defineCommand('smsReserveBudget', { numberOfKeys: 1, lua: RESERVE_BUDGET })
   }
 
@@ -122,10 +134,20 @@ export class MessageStore {
       multi.expire(key, this.#ttlSeconds)
       multi.expire(this.keys.events(m.id), this.#ttlSeconds)
       multi.zadd(this.keys.outbox(), now.getTime(), m.id)
+      multi.zadd(this.keys.created(), 0, m.id)
+      multi.zadd(this.keys.byStatus(STATUS.QUEUED), 0, m.id)
+      this.#addToIndex(multi, this.keys.byRecipient(m.to), m.id)
+      if (m.reference) this.#addToIndex(multi, this.keys.byReference(m.reference), m.id)
       return message
     })
     await exec(multi)
     return created
+  }
+
+  /** Per-value indexes disappear a TTL after their newest message. */
+  #addToIndex(multi: ChainableCommander, key: string, id: string): void {
+    multi.zadd(key, 0, id)
+    multi.expire(key, this.#ttlSeconds)
   }
 
   /** The send jobs of these messages exist: they leave the outbox. */
@@ -185,11 +207,14 @@ export class MessageStore {
   async transition(transitions: Transition[]): Promise<TransitionResult[]> {
     const pipeline = this.#redis.pipeline()
     const at = new Date().toISOString()
+    const indexes = this.keys.statusIndexes()
     for (const t of transitions) {
       pipeline.smsTransition(
         this.keys.message(t.id),
         this.keys.events(t.id),
         this.keys.fingerprints(t.id),
+        this.keys.open(),
+        ...indexes,
         t.status,
         t.source,
         t.at ?? at,
@@ -199,6 +224,7 @@ export class MessageStore {
         t.fingerprint ?? '',
         String(this.#ttlSeconds),
         t.settlesSubmission ? '1' : '',
+        t.id,
       )
     }
     const replies = (await exec(pipeline)) as string[][]
@@ -209,7 +235,7 @@ export class MessageStore {
   async claim(ids: string[], force = false): Promise<ClaimResult[]> {
     const pipeline = this.#redis.pipeline()
     const now = String(Date.now())
-    for (const id of ids) pipeline.smsClaim(this.keys.message(id), force ? 'force' : '', now)
+    for (const id of ids) pipeline.smsClaim(this.keys.message(id), this.keys.open(), force ? 'force' : '', now, id)
     return (await exec(pipeline)) as ClaimResult[]
   }
 
@@ -224,6 +250,73 @@ export class MessageStore {
   async reserveSendBudget(n: number, limitPerSecond: number): Promise<boolean> {
     const second = Math.floor(Date.now() / 1000)
     return (await this.#redis.smsReserveBudget(this.keys.sendBudget(second), n, limitPerSecond)) === 1
+  }
+
+  /**
+   * Finds messages, newest first: walks the most selective index in id order and filters on the
+   * other criteria, until `limit` are found. The cursor is the last id returned.
+   */
+  async search(query: SearchQuery): Promise<{ messages: Message[]; nextCursor: string | null }> {
+    const key = query.reference
+      ? this.keys.byReference(query.reference)
+      : query.to
+        ? this.keys.byRecipient(query.to)
+        : query.status
+          ? this.keys.byStatus(query.status)
+          : this.keys.created()
+    let max = query.cursor ? `(${query.cursor}` : query.until ? `(${idBound(query.until)}` : '+'
+    const min = query.since ? `[${idBound(query.since)}` : '-'
+    const found: Message[] = []
+    const page = Math.min(Math.max(query.limit * 2, 50), 1000)
+    for (;;) {
+      const batch = (await this.#redis.call('ZRANGE', key, max, min, 'BYLEX', 'REV', 'LIMIT', 0, page)) as string[]
+      if (batch.length === 0) return { messages: found, nextCursor: null }
+      for (const message of await this.getMany(batch)) {
+        if (!message || !matches(message, query)) continue
+        found.push(message)
+        if (found.length === query.limit) return { messages: found, nextCursor: message.id }
+      }
+      if (batch.length < page) return { messages: found, nextCursor: null }
+      max = `(${batch[batch.length - 1]}`
+    }
+  }
+
+  /** Submitted before `before` (ms) and still not final: the reconciler's work list, oldest first. */
+  async openBefore(before: number, limit: number): Promise<{ id: string; submittedAt: number }[]> {
+    const flat = await this.#redis.zrangebyscore(this.keys.open(), '-inf', before, 'WITHSCORES', 'LIMIT', 0, limit)
+    const open: { id: string; submittedAt: number }[] = []
+    for (let i = 0; i < flat.length; i += 2) open.push({ id: flat[i]!, submittedAt: Number(flat[i + 1]) })
+    return open
+  }
+
+  /** How many open messages were submitted before `before` (ms). */
+  async countOpenBefore(before: number): Promise<number> {
+    return this.#redis.zcount(this.keys.open(), '-inf', before)
+  }
+
+  async setStale(count: number): Promise<void> {
+    await this.#redis.set(this.keys.stale(), count)
+  }
+
+  /**
+   * Index entries of messages older than the retention (their records have expired) are removed;
+   * per-value indexes expire on their own.
+   */
+  async trimIndexes(olderThan: Date): Promise<void> {
+    const bound = `(${idBound(olderThan.toISOString())}`
+    const pipeline = this.#redis.pipeline()
+    for (const key of [this.keys.created(), ...this.keys.statusIndexes()]) pipeline.zremrangebylex(key, '-', bound)
+    pipeline.zremrangebyscore(this.keys.open(), '-inf', olderThan.getTime())
+    await exec(pipeline)
+  }
+
+  /** The client's callback URL answered 410 Gone: no more deliveries for this message. */
+  async stopCallbacks(id: string): Promise<void> {
+    await this.#redis.hset(this.keys.message(id), 'callbacksStopped', '1')
+  }
+
+  async callbacksStopped(id: string): Promise<boolean> {
+    return (await this.#redis.hget(this.keys.message(id), 'callbacksStopped')) === '1'
   }
 
   /** Keeps a report for an unknown message id for inspection (capped list, newest first). */
@@ -242,6 +335,23 @@ async function exec(chain: ChainableCommander): Promise<unknown[]> {
     if (error) throw error
     return value
   })
+}
+
+const ENCODING = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
+
+/** The smallest message id created at `iso`: ULIDs begin with their time in Crockford base32. */
+export function idBound(iso: string): string {
+  let ms = Date.parse(iso)
+  let time = ''
+  for (let i = 0; i < 10; i++) {
+    time = ENCODING[ms % 32] + time
+    ms = Math.floor(ms / 32)
+  }
+  return `msg_${time}`
+}
+
+function matches(m: Message, q: SearchQuery): boolean {
+  return (!q.status || m.status === q.status) && (!q.reference || m.reference === q.reference) && (!q.to || m.to === q.to)
 }
 
 function newMessage(m: NewMessage, at: string): Message {
@@ -314,7 +424,7 @@ function fromHash(h: Record<string, string>, events: string[]): Message {
 }
 
 function parseTransition(reply: string[]): TransitionResult {
-  const [result, previous, seq, submittedAt, callbackUrl] = reply
+  const [result, previous, seq, submittedAt, callbackUrl, reference] = reply
   switch (result) {
     case 'applied':
       return {
@@ -323,6 +433,7 @@ function parseTransition(reply: string[]): TransitionResult {
         seq: Number(seq),
         submittedAt: submittedAt ? Number(submittedAt) : null,
         callbackUrl: callbackUrl || null,
+        reference: reference || null,
       }
     case 'ignored':
       return { result, current: previous as Status }

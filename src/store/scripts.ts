@@ -1,23 +1,29 @@
-import { RANK } from '../domain/status.js'
+import { FINAL_RANK, RANK, STATUS } from '../domain/status.js'
 
 /**
  * The Lua scripts of the store. Each touches the keys of one message only (one hash slot).
  * The rank table is generated from `RANK` so that Lua and TypeScript cannot disagree.
  */
 const rankTable = `{${Object.entries(RANK).map(([status, rank]) => `${status}=${rank}`).join(',')}}`
+/** Status → position of its index among the script's KEYS (after the four fixed keys). */
+const indexTable = `{${Object.values(STATUS).map((status, i) => `${status}=${i + 5}`).join(',')}}`
 
 /**
  * Applies one status change (SPEC §5 rules 1–4): a fingerprint seen before is a duplicate; a rank not
  * higher than the current one is ignored; otherwise status, `infobip`, `error` and a new event are
  * written together.
  *
- * KEYS: 1 record hash, 2 events list, 3 fingerprints set
+ * The message also moves between the status indexes, and leaves the open index when final.
+ *
+ * KEYS: 1 record hash, 2 events list, 3 fingerprints set, 4 open index, 5… the status indexes
  * ARGV: 1 status, 2 source, 3 at (ISO), 4 infobip status name, 5 infobip JSON, 6 error JSON,
- *       7 fingerprint, 8 ttl seconds, 9 "1" to clear the in-flight marker of the send worker
- * Returns { result, previous status, seq, submittedAt, callbackUrl }
+ *       7 fingerprint, 8 ttl seconds, 9 "1" to clear the in-flight marker of the send worker,
+ *       10 message id
+ * Returns { result, previous status, seq, submittedAt, callbackUrl, reference }
  */
 export const TRANSITION = `
 local RANK = ${rankTable}
+local INDEX = ${indexTable}
 if redis.call('EXISTS', KEYS[1]) == 0 then return {'unmatched'} end
 if ARGV[9] == '1' then redis.call('HDEL', KEYS[1], 'inflight') end
 if ARGV[7] ~= '' then
@@ -33,8 +39,11 @@ if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[6]) end
 local event = {seq = seq, status = ARGV[1], source = ARGV[2], at = ARGV[3]}
 if ARGV[4] ~= '' then event.infobipStatus = ARGV[4] end
 redis.call('RPUSH', KEYS[2], cjson.encode(event))
-local meta = redis.call('HMGET', KEYS[1], 'submittedAt', 'callbackUrl')
-return {'applied', current, seq, meta[1] or '', meta[2] or ''}
+redis.call('ZREM', KEYS[INDEX[current]], ARGV[10])
+redis.call('ZADD', KEYS[INDEX[ARGV[1]]], 0, ARGV[10])
+if RANK[ARGV[1]] == ${FINAL_RANK} then redis.call('ZREM', KEYS[4], ARGV[10]) end
+local meta = redis.call('HMGET', KEYS[1], 'submittedAt', 'callbackUrl', 'reference')
+return {'applied', current, seq, meta[1] or '', meta[2] or '', meta[3] or ''}
 `
 
 /**
@@ -42,7 +51,9 @@ return {'applied', current, seq, meta[1] or '', meta[2] or ''}
  * whose earlier submission has no known outcome (the in-flight marker is still there) must be looked
  * up first, unless the caller already did (ARGV[1] = "force").
  *
- * KEYS: 1 record hash. ARGV: 1 "force" or "", 2 now (ms)
+ * A claimed message enters the open index: the reconciler looks it up if no final report comes.
+ *
+ * KEYS: 1 record hash, 2 open index. ARGV: 1 "force" or "", 2 now (ms), 3 message id
  * Returns "missing" | "done" | "unknown" | "ok"
  */
 export const CLAIM = `
@@ -52,6 +63,7 @@ if status ~= 'QUEUED' then return 'done' end
 if ARGV[1] ~= 'force' and redis.call('HEXISTS', KEYS[1], 'inflight') == 1 then return 'unknown' end
 redis.call('HSET', KEYS[1], 'inflight', ARGV[2], 'submittedAt', ARGV[2])
 redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
 return 'ok'
 `
 

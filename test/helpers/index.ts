@@ -12,6 +12,8 @@ export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 export const API_KEY = 'test-api-key-0123456789'
 export const DLR_TOKEN = 'test-dlr-token-0123456789'
 export const INFOBIP_KEY = 'test-infobip-key'
+/** Standard Webhooks secret: whsec_ + base64 of 24+ random bytes. */
+export const CALLBACK_SECRET = `whsec_${Buffer.from('test-callback-secret-0123456789').toString('base64')}`
 export const AUTH = { authorization: `Bearer ${API_KEY}` }
 export const ROOT = fileURLToPath(new URL('../../', import.meta.url))
 
@@ -32,6 +34,7 @@ export function testEnv(name: string, env: Record<string, string | number | bool
     SEND_BACKOFF_MS: 20,
     SIM_DLR_DELAY_MS: 20,
     CALLBACK_ALLOW_PRIVATE: true,
+    CALLBACK_SIGNING_SECRET: CALLBACK_SECRET,
     LOG_LEVEL: 'silent',
     ...env,
   }

@@ -36,7 +36,7 @@ const storedJobs = async () => (await queue.getWaiting()).map((job) => job.data.
 
 t.test('the token is accepted as ?token=, X-Webhook-Token or the Basic password; the batch is stored as sent', async (t) => {
   const batches = [[v3Report('m1')], [v2Report('m2'), v3Report('m3', STATUSES.PENDING_ENROUTE)], [{ messageId: 'm4', status: STATUSES.EXPIRED_EXPIRED, future: { x: 1 } }]]
-  const forms = [{}, { url: '/infobip-dlr', headers: { 'x-webhook-token': DLR_TOKEN } }, { url: '/infobip-dlr', headers: { authorization: basic('infobip', DLR_TOKEN) } }]
+  const forms: { url?: string; headers?: Record<string, string> }[] = [{}, { url: '/infobip-dlr', headers: { 'x-webhook-token': DLR_TOKEN } }, { url: '/infobip-dlr', headers: { authorization: basic('infobip', DLR_TOKEN) } }]
   for (const [i, form] of forms.entries()) {
     const res = await post({ results: batches[i] }, form)
     t.equal(res.statusCode, 200, JSON.stringify(form))
@@ -44,6 +44,20 @@ t.test('the token is accepted as ?token=, X-Webhook-Token or the Basic password;
   }
   // One job per POST, unknown fields and all.
   t.same((await storedJobs()).sort((a, b) => a.length - b.length), [batches[0], batches[2], batches[1]])
+})
+
+t.test('a POST costs one round trip to Redis: the job, nothing else', async (t) => {
+  await post({ results: [v3Report('warm-up')] })
+  const socket = (app.redis as unknown as { stream: { write: (...args: unknown[]) => boolean } }).stream
+  const write = socket.write
+  let writes = 0
+  socket.write = function (...args: unknown[]) {
+    writes++
+    return write.apply(this, args)
+  }
+  t.teardown(() => void (socket.write = write))
+  t.equal((await post({ results: Array.from({ length: 100 }, (_, i) => v3Report(`m${i}`)) })).statusCode, 200)
+  t.equal(writes, 1)
 })
 
 t.test('a missing or wrong token in any form answers 401 and stores nothing', async (t) => {
@@ -155,8 +169,8 @@ t.test('DLR_ALLOWED_IPS: other sources get 403 even with the token; a bad list s
   for (const address of ['127.0.0.1', '11.0.0.1', '2001:db9::1', '192.0.2.8']) t.equal((await from(address)).statusCode, 403, address)
 
   for (const list of ['10.0.0.0/33', 'example.com', '10.0.0.0/', '10.0.0.0/8/8']) {
-    const bare = Fastify().register(dlrAuth, { config: testConfig('dlr-ips', { DLR_ALLOWED_IPS: list }) })
-    await t.rejects(bare.ready(), /Invalid configuration: DLR_ALLOWED_IPS/, list)
+    const config = testConfig('dlr-ips', { DLR_ALLOWED_IPS: list })
+    await t.rejects(async () => void (await Fastify().register(dlrAuth, { config }).ready()), /Invalid configuration: DLR_ALLOWED_IPS/, list)
   }
 })
 

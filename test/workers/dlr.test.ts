@@ -21,7 +21,7 @@ t.teardown(async () => {
 })
 
 const silent = pino({ level: 'silent' })
-const process = makeDlrProcessor({ store, log: silent })
+const apply = makeDlrProcessor({ store, log: silent })
 let jobs = 0
 const job = (results: unknown[]) => ({ id: String(++jobs), data: { results } }) as Job<DlrJob>
 const create = async (n = 1) => {
@@ -47,7 +47,7 @@ t.test('reports one by one follow SPEC §5: higher ranks apply, duplicates and l
     [{ messageId: id }, 'invalid'],
   ]
   for (const [report, expected] of steps) {
-    t.same(await process(job([report])), { ...none, [expected]: 1 }, JSON.stringify(report).slice(0, 80))
+    t.same(await apply(job([report])), { ...none, [expected]: 1 }, JSON.stringify(report).slice(0, 80))
   }
   const m = (await store.get(id))!
   t.equal(m.status, 'DELIVERED')
@@ -65,7 +65,7 @@ t.test('reports one by one follow SPEC §5: higher ranks apply, duplicates and l
 
 t.test("a report that arrives before the send worker's answer wins", async (t) => {
   const [id] = (await create()) as [string]
-  t.same(await process(job([v2Report(id, STATUSES.EXPIRED_EXPIRED)])), { ...none, applied: 1 })
+  t.same(await apply(job([v2Report(id, STATUSES.EXPIRED_EXPIRED)])), { ...none, applied: 1 })
   // What the send worker records when Infobip's answer comes in afterwards.
   const [late] = await store.transition([
     { id, status: 'PENDING', source: 'send', infobipStatus: 'PENDING_ACCEPTED', infobip: { messageId: id, status: STATUSES.PENDING_ACCEPTED }, settlesSubmission: true },
@@ -111,7 +111,7 @@ t.test('a batch costs the same few round trips whatever its size', async (t) => 
     // Known, duplicated and unknown messages alike, so that every path of the processor runs.
     const results = [...ids.map((id) => v3Report(id)), ...ids.map((id) => v3Report(id)), v3Report('nobody')]
     writes = 0
-    await process(job(results))
+    await apply(job(results))
     return writes
   }
   const small = await roundTrips(2)
@@ -123,13 +123,13 @@ t.test('a batch costs the same few round trips whatever its size', async (t) => 
 t.test('applying a job again (a retry) changes nothing', async (t) => {
   const ids = await create(50)
   const results = ids.flatMap((id) => [v3Report(id, STATUSES.DELIVERED_TO_OPERATOR), v3Report(id, STATUSES.REJECTED_NETWORK)])
-  t.same(await process(job(results)), { ...none, applied: 100 })
+  t.same(await apply(job(results)), { ...none, applied: 100 })
   const before = await store.getMany(ids)
-  t.same(await process(job(results)), { ...none, duplicate: 100 })
+  t.same(await apply(job(results)), { ...none, duplicate: 100 })
   t.same(await store.getMany(ids), before)
 })
 
 t.test('an empty batch or one with nothing valid touches nothing', async (t) => {
-  t.same(await process(job([])), none)
-  t.same(await process(job([null, 1, {}])), { ...none, invalid: 3 })
+  t.same(await apply(job([])), none)
+  t.same(await apply(job([null, 1, {}])), { ...none, invalid: 3 })
 })
