@@ -1,7 +1,7 @@
 import { Queue, type ConnectionOptions, type JobsOptions } from 'bullmq'
 import type { Config } from './config.js'
 
-export const QUEUE = { send: 'send', dlr: 'dlr', callback: 'callback' } as const
+export const QUEUE = { send: 'send', dlr: 'dlr', callback: 'callback', reconcile: 'reconcile' } as const
 export type QueueName = (typeof QUEUE)[keyof typeof QUEUE]
 
 /** A send job names up to 100 messages created together; Infobip gets them in one request. */

@@ -3,7 +3,8 @@ import type { Logger } from 'pino'
 import { maskPhone } from '../src/domain/phone.js'
 import { parseBatch } from '../src/domain/reports.js'
 import type { DlrJob } from '../src/queues.js'
-import type { MessageStore, Transition, TransitionResult } from '../src/store/message-store.js'
+import type { MessageStore, Transition } from '../src/store/message-store.js'
+import type { ApplyTransitions } from './transitions.js'
 
 /** The `result` label of `sms_reports_total` (SPEC §4). */
 export type ReportResult = 'applied' | 'duplicate' | 'ignored' | 'unmatched' | 'invalid'
@@ -13,8 +14,8 @@ export interface DlrDeps {
   store: MessageStore
   log: Logger
   onResult?: (result: ReportResult, count: number) => void
-  /** Metrics: the status changes the reports asked for and what became of them. */
-  onTransitions?: (transitions: Transition[], results: TransitionResult[]) => void
+  /** Applies status changes (the transition script, then callbacks and metrics); default: the script alone. */
+  apply?: ApplyTransitions
 }
 
 /** Unmatched reports named in one log line; the rest are only counted. */
@@ -28,12 +29,12 @@ const LOGGED_UNMATCHED = 5
  */
 export function makeDlrProcessor(deps: DlrDeps) {
   const { store, log } = deps
+  const apply = deps.apply ?? ((transitions: Transition[]) => store.transition(transitions))
 
   return async function processDlr(job: Job<DlrJob>): Promise<ReportCounts> {
     const { transitions, reports, invalid, unknownStatus } = parseBatch(job.data.results)
     const counts: ReportCounts = { applied: 0, duplicate: 0, ignored: unknownStatus, unmatched: 0, invalid }
-    const results = transitions.length > 0 ? await store.transition(transitions) : []
-    if (results.length > 0) deps.onTransitions?.(transitions, results)
+    const results = await apply(transitions)
     const unmatched = reports.filter((_, i) => results[i]!.result === 'unmatched')
     for (const r of results) counts[r.result]++
     if (unmatched.length > 0) {

@@ -5,7 +5,8 @@ import type { InfobipClient, SubmitOutcome } from '../src/infobip/client.js'
 import type { DestinationResult, InfobipReport, Submission } from '../src/infobip/requests.js'
 import type { SendJob } from '../src/queues.js'
 import type { SubmissionOutcome } from '../src/metrics.js'
-import type { MessageStore, Transition, TransitionResult } from '../src/store/message-store.js'
+import type { MessageStore, Transition } from '../src/store/message-store.js'
+import type { ApplyTransitions } from './transitions.js'
 
 /** How long a message may wait through Infobip 429s before it ends FAILED/RATE_LIMITED (SPEC §4). */
 const RATE_LIMITED_GIVE_UP_MS = 24 * 60 * 60 * 1000
@@ -23,8 +24,8 @@ export interface SendDeps {
   pauseQueue: (ms: number) => Promise<void>
   /** Metrics: messages submitted, by outcome; every message of a request counts. */
   onSubmission?: (outcome: SubmissionOutcome, count: number) => void
-  /** Metrics: the status changes this worker asked for and what became of them. */
-  onTransitions?: (transitions: Transition[], results: TransitionResult[]) => void
+  /** Applies status changes (the transition script, then callbacks and metrics). */
+  apply: ApplyTransitions
 }
 
 /** Thrown for failures worth another attempt; BullMQ retries with backoff. */
@@ -173,7 +174,7 @@ export function makeSendProcessor(deps: SendDeps) {
   }
 
   async function transition(transitions: Transition[]): Promise<void> {
-    deps.onTransitions?.(transitions, await store.transition(transitions))
+    await deps.apply(transitions)
   }
 }
 

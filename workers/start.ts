@@ -1,13 +1,18 @@
-import { Worker, type ConnectionOptions } from 'bullmq'
+import { Queue, Worker, type ConnectionOptions } from 'bullmq'
 import type { Logger } from 'pino'
+import { callbackJobOptions, type CallbackJob } from '../src/callbacks.js'
 import { listOf, type Config } from '../src/config.js'
 import { InfobipClient } from '../src/infobip/client.js'
 import { countTransitions, SharedMetrics } from '../src/metrics.js'
-import { QUEUE, sendJobOptions, type DlrJob, type SendJob } from '../src/queues.js'
+import { createQueue, QUEUE, sendJobOptions, type DlrJob, type SendJob } from '../src/queues.js'
 import { connectOrExplain, createRedis } from '../src/redis.js'
 import { MessageStore } from '../src/store/message-store.js'
+import { makeCallbackProcessor } from './callback.js'
 import { makeDlrProcessor } from './dlr.js'
+import { startOutboxSweeper } from './outbox.js'
+import { makeReconcileProcessor } from './reconcile.js'
 import { makeSendProcessor } from './send.js'
+import { makeApplyTransitions } from './transitions.js'
 
 export interface RunningWorkers {
   close(): Promise<void>
@@ -15,7 +20,8 @@ export interface RunningWorkers {
 
 /**
  * Starts the workers named in WORKER_QUEUES against one Redis. Any number of these processes can
- * run side by side: the queues and the transition script are what coordinate them.
+ * run side by side: the queues and the transition script are what coordinate them. Processes that
+ * run `send` also sweep the outbox and run the reconciler on its schedule.
  */
 export async function startWorkers(config: Config, log: Logger): Promise<RunningWorkers> {
   const redis = createRedis(config.REDIS_URL, 'worker')
@@ -25,8 +31,11 @@ export async function startWorkers(config: Config, log: Logger): Promise<Running
   const infobip = new InfobipClient(config)
   // This process's counts go to Redis, where every API process reads them for /metrics.
   const metrics = new SharedMetrics(redis, config.KEY_PREFIX, log.child({ component: 'metrics' }))
-  const onTransitions = countTransitions(metrics)
+  const callbackQueue = createQueue<CallbackJob>(QUEUE.callback, redis, config)
+  const apply = makeApplyTransitions({ store, callbackQueue, callbackOptions: callbackJobOptions(config), onApplied: countTransitions(metrics) })
+  const queues: Queue[] = [callbackQueue]
   const workers: Worker[] = []
+  const stops: (() => Promise<void> | void)[] = []
   const common = { connection, prefix: config.KEY_PREFIX, lockDuration: config.JOB_LOCK_MS, stalledInterval: config.JOB_LOCK_MS }
 
   for (const name of listOf(config.WORKER_QUEUES)) {
@@ -35,25 +44,64 @@ export async function startWorkers(config: Config, log: Logger): Promise<Running
       const processor = makeSendProcessor({
         store,
         infobip,
+        apply,
         log: log.child({ worker: 'send' }),
         maxAttempts: sendJobOptions(config).attempts!,
         backoffMs: config.SEND_BACKOFF_MS,
         rateLimitPerSecond: config.SEND_RATE_LIMIT_PER_SECOND,
         pauseQueue: async (ms) => worker?.rateLimit(ms),
         onSubmission: (outcome, n) => metrics.inc('sms_infobip_submissions_total', { outcome }, n),
-        onTransitions,
       })
-      worker = new Worker<SendJob>(QUEUE.send, processor, { ...common, concurrency: config.SEND_CONCURRENCY })
+      worker = new Worker<SendJob>(QUEUE.send, processor, {
+        ...common,
+        concurrency: config.SEND_CONCURRENCY,
+        // BullMQ honours a manual rateLimit() (Infobip's 429) in every worker only when a limiter is
+        // configured; this one never limits by itself (our own budget counts messages, not jobs).
+        limiter: { max: Number.MAX_SAFE_INTEGER - 1, duration: 1000 },
+      })
       workers.push(worker)
+
+      const sendQueue = createQueue<SendJob>(QUEUE.send, redis, config)
+      queues.push(sendQueue)
+      const sweeper = startOutboxSweeper({ store, queue: sendQueue, config, log: log.child({ component: 'outbox' }) })
+      stops.push(() => sweeper.stop())
+
+      const reconcileQueue = createQueue(QUEUE.reconcile, redis, config)
+      queues.push(reconcileQueue)
+      await reconcileQueue.upsertJobScheduler(
+        'reconcile',
+        { every: config.RECONCILE_INTERVAL_SECONDS * 1000 },
+        { name: 'reconcile', opts: { removeOnComplete: true, removeOnFail: 100 } },
+      )
+      const reconcile = makeReconcileProcessor({
+        store,
+        infobip,
+        apply,
+        log: log.child({ worker: 'reconcile' }),
+        afterSeconds: config.RECONCILE_AFTER_SECONDS,
+        ttlDays: config.MESSAGE_TTL_DAYS,
+      })
+      workers.push(new Worker(QUEUE.reconcile, reconcile, { ...common, concurrency: 1 }))
     }
     if (name === QUEUE.dlr) {
       const processor = makeDlrProcessor({
         store,
+        apply,
         log: log.child({ worker: 'dlr' }),
         onResult: (result, n) => metrics.inc('sms_reports_total', { result }, n),
-        onTransitions,
       })
       workers.push(new Worker<DlrJob>(QUEUE.dlr, processor, { ...common, concurrency: config.DLR_CONCURRENCY }))
+    }
+    if (name === QUEUE.callback) {
+      const processor = makeCallbackProcessor({
+        store,
+        queue: callbackQueue,
+        log: log.child({ worker: 'callback' }),
+        secret: config.CALLBACK_SIGNING_SECRET,
+        allowPrivate: config.CALLBACK_ALLOW_PRIVATE,
+      })
+      stops.push(() => processor.close())
+      workers.push(new Worker<CallbackJob>(QUEUE.callback, processor, { ...common, concurrency: config.SEND_CONCURRENCY }))
     }
   }
   for (const worker of workers) {
@@ -65,6 +113,8 @@ export async function startWorkers(config: Config, log: Logger): Promise<Running
   return {
     async close() {
       await Promise.all(workers.map((w) => w.close()))
+      for (const stop of stops) await stop()
+      await Promise.all(queues.map((q) => q.close()))
       await infobip.close()
       await metrics.close()
       redis.disconnect()

@@ -35,6 +35,8 @@ t.test('a v2 report: smsCount becomes messageCount; no number, sender or callbac
   t.equal(infobip!.messageCount, 3)
   t.same(infobip!.error, ERRORS.EC_ABSENT_SUBSCRIBER)
   for (const field of ['to', 'from', 'sender', 'callbackData', 'smsCount', 'entityId']) t.notOk(field in infobip!, field)
+  // The same report in either shape keeps the same infobip.*, down to the order of its fields.
+  t.equal(JSON.stringify(transitionOf(v2Report('m')).infobip), JSON.stringify(transitionOf(v3Report('m')).infobip))
 })
 
 t.test('statuses are decided on numeric ids only (SPEC §5 rule 5)', async (t) => {
