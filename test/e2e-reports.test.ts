@@ -24,7 +24,9 @@ const OUTCOMES = [
 for (const api of ['v3', 'v2'] as const) {
   t.test(`every outcome reaches its final status with the right events (${api})`, async (t) => {
     const sim = await startSimulator(t, testConfig('e2e-sim'))
-    const config = testConfig('e2e-dlr', { INFOBIP_BASE_URL: sim.url, INFOBIP_API: api, SIM_DLR_DELAY_MS: 50 })
+    // One dlr consumer applies reports in the order they arrive (0008 and 0010 send two, 100 ms apart);
+    // reports applied out of order are the subject of test/workers/dlr-concurrency.test.ts.
+    const config = testConfig('e2e-dlr', { INFOBIP_BASE_URL: sim.url, INFOBIP_API: api, SIM_DLR_DELAY_MS: 100, DLR_CONCURRENCY: 1 })
     const app = await buildTestApp(t, config)
     const apiUrl = await app.listen({ port: 0, host: '127.0.0.1' })
     const workers = await startWorkers({ ...config, PUBLIC_BASE_URL: apiUrl, WORKER_QUEUES: 'send,dlr' }, pino({ level: 'silent' }))
