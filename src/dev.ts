@@ -74,7 +74,9 @@ console.log(`
   SMS delivery service (development)
 
   API         ${api}
-  Health      ${api}/health
+  Docs        ${api}/docs
+  Dashboard   ${api}/admin/queues  (user ${config.BULL_BOARD_USER ?? '—'}, password in BULL_BOARD_PASSWORD)
+  Metrics     ${api}/metrics
   Infobip     ${useSimulator ? `built-in simulator at ${config.INFOBIP_BASE_URL}` : config.INFOBIP_BASE_URL}
 ${filled.length > 0 ? `\n  Development values (set these variables to override):\n${filled.map((f) => `    ${f}`).join('\n')}\n` : ''}
   Send a message:
