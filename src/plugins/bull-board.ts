@@ -7,7 +7,6 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Config } from '../config.js'
 import { maskPhone } from '../domain/phone.js'
-import { createQueue, QUEUE } from '../queues.js'
 import { matchSecret } from './auth.js'
 
 export const BULL_BOARD_PATH = '/admin/queues'
@@ -53,12 +52,7 @@ export default fp(
       return
     }
 
-    // The send queue is the app's; the others are opened here, on the app's connection.
-    const own = [createQueue(QUEUE.dlr, app.redis, config), createQueue(QUEUE.callback, app.redis, config)]
-    app.addHook('onClose', async () => {
-      await Promise.all(own.map((queue) => queue.close()))
-    })
-    const queues: Queue[] = [app.sendQueue, ...own]
+    const queues: Queue[] = Object.values(app.queues)
     const adapters = queues.map((queue) => {
       const adapter = new BullMQAdapter(queue, { readOnlyMode: config.BULL_BOARD_READ_ONLY })
       adapter.setFormatter('data', maskJobData)

@@ -5,7 +5,6 @@ import type { Config } from '../config.js'
 import {
   QUEUE_STATES, readSharedMetrics, SHARED_COUNTERS, SHARED_HISTOGRAMS, SharedMetrics, type Labels, type Series,
 } from '../metrics.js'
-import { createQueue, QUEUE } from '../queues.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -29,7 +28,7 @@ const HTTP_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 export default fp(
   async function metricsPlugin(app, { config }: { config: Config }) {
     const metrics = new SharedMetrics(app.redis, config.KEY_PREFIX, app.log)
-    const queues = Object.values(QUEUE).map((name) => createQueue(name, app.redis, config))
+    const queues = Object.values(app.queues)
     const registry = new Registry()
     collectDefaultMetrics({ register: registry })
 
@@ -52,7 +51,6 @@ export default fp(
     app.decorate('metrics', metrics)
     app.addHook('onClose', async () => {
       await metrics.close()
-      await Promise.all(queues.map((q) => q.close()))
     })
 
     app.get(

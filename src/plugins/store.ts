@@ -12,8 +12,7 @@ declare module 'fastify' {
     redis: Redis
     store: MessageStore
     /** Every queue, for producers and for the operations plugins (dashboard, metrics). */
-    queues: { send: Queue<SendJob>; dlr: Queue<DlrJob>; callback: Queue<CallbackJob> }
-    sendQueue: Queue<SendJob>
+    queues: { send: Queue<SendJob>; dlr: Queue<DlrJob>; callback: Queue<CallbackJob>; reconcile: Queue }
   }
 }
 
@@ -29,11 +28,11 @@ export default fp(
       send: createQueue<SendJob>(QUEUE.send, redis, config),
       dlr: createQueue<DlrJob>(QUEUE.dlr, redis, config),
       callback: createQueue<CallbackJob>(QUEUE.callback, redis, config),
+      reconcile: createQueue(QUEUE.reconcile, redis, config),
     }
     app.decorate('redis', redis)
     app.decorate('store', new MessageStore(redis, config.KEY_PREFIX, config.MESSAGE_TTL_DAYS))
     app.decorate('queues', queues)
-    app.decorate('sendQueue', queues.send)
     app.addHook('onClose', async () => {
       await Promise.all(Object.values(queues).map((q) => q.close()))
       await redis.quit().catch(() => redis.disconnect())

@@ -2,7 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { Config } from '../config.js'
 import { HttpError } from '../errors.js'
 import dlrAuth from '../plugins/dlr-auth.js'
-import { createQueue, dlrJobOptions, QUEUE, type DlrJob } from '../queues.js'
+import { dlrJobOptions } from '../queues.js'
 import { ErrorResponse } from '../schemas/messages.js'
 import { DLR_MAX_RESULTS, DlrAccepted, DlrBody, DlrHeaders, DlrQuery } from '../schemas/infobip.js'
 
@@ -15,8 +15,7 @@ const BODY_LIMIT = 4 * 1024 * 1024
  */
 const infobipDlr: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { config }) => {
   await app.register(dlrAuth, { config })
-  const queue = createQueue<DlrJob>(QUEUE.dlr, app.redis, config)
-  app.addHook('onClose', () => queue.close())
+  const queue = app.queues.dlr
 
   // Whatever Content-Type Infobip or a proxy puts on it, the body must be JSON: not JSON is a 400.
   app.removeAllContentTypeParsers()
@@ -41,7 +40,7 @@ const infobipDlr: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { 
       if (results.length > DLR_MAX_RESULTS) {
         throw new HttpError(413, `body/results has ${results.length} reports; at most ${DLR_MAX_RESULTS} per POST`, 'TOO_MANY_RESULTS')
       }
-      await queue.add(QUEUE.dlr, { results }, dlrJobOptions)
+      await queue.add('dlr', { results }, dlrJobOptions)
       return { received: results.length }
     },
   )

@@ -13,7 +13,7 @@ const security = [{ bearerAuth: [] }]
 
 /** `POST /messages`, `POST /messages/batch`, `GET /messages/:id` (SPEC §4). */
 const messages: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { config }) => {
-  const deps = { config, store: app.store, sendQueue: app.sendQueue, onCreated: (n: number) => countCreated(app.metrics, n) }
+  const deps = { config, store: app.store, sendQueue: app.queues.send, onCreated: (n: number) => countCreated(app.metrics, n) }
   app.addHook('onRequest', app.authenticate)
   await registerRateLimit(app, config)
 

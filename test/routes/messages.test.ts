@@ -20,7 +20,7 @@ t.test('a valid message is stored, queued and answered 202 with its resource', a
   t.equal(get.statusCode, 200)
   t.same(get.json(), body, 'GET returns what POST answered')
 
-  const job = await app.sendQueue.getJob(body.id)
+  const job = await app.queues.send.getJob(body.id)
   t.same(job?.data, { ids: [body.id] }, 'a send job named after the message')
   t.equal(job?.opts.attempts, config.SEND_MAX_ATTEMPTS)
 })
@@ -113,7 +113,7 @@ t.test('Idempotency-Key: a replay answers 200 with the original, a different bod
   const otherClient = await post({ to: '+41793026727', text: 'once', reference: 'a' }, { ...headers, authorization: 'Bearer second-key-0123456789' })
   t.equal(otherClient.statusCode, 202, 'keys are per API key')
   t.not(otherClient.json().id, first.json().id)
-  t.equal(await app.sendQueue.getJob(first.json().id).then((j) => j?.data.ids.length), 1, 'one job for the first message')
+  t.equal(await app.queues.send.getJob(first.json().id).then((j) => j?.data.ids.length), 1, 'one job for the first message')
 })
 
 t.test('Idempotency-Key: concurrent requests with one key create one message', async (t) => {
@@ -129,7 +129,7 @@ t.test('sendAt makes a delayed job', async (t) => {
   const res = await post({ to: '+41793026727', text: 'later', sendAt })
   t.equal(res.statusCode, 202)
   t.equal(res.json().sendAt, sendAt)
-  const job = await app.sendQueue.getJob(res.json().id)
+  const job = await app.queues.send.getJob(res.json().id)
   t.equal(await job?.getState(), 'delayed')
   t.ok(job!.opts.delay! > 3_500_000 && job!.opts.delay! <= 3_600_000)
 })
@@ -141,7 +141,7 @@ t.test('batch: 202 with every resource in order, jobs of up to 100', async (t) =
   const stored = res.json().messages as { id: string; reference: string; status: string }[]
   t.equal(stored.length, 250)
   t.same(stored.map((m) => m.reference), messages.map((m) => m.reference), 'same order')
-  const jobs = await Promise.all([0, 100, 200].map((i) => app.sendQueue.getJob(stored[i]!.id)))
+  const jobs = await Promise.all([0, 100, 200].map((i) => app.queues.send.getJob(stored[i]!.id)))
   t.same(jobs.map((j) => j?.data.ids.length), [100, 100, 50])
   t.same(jobs.flatMap((j) => j!.data.ids), stored.map((m) => m.id), 'every message in exactly one job')
 })
@@ -191,18 +191,18 @@ t.test('batch: a constant number of Redis round trips, whatever its size', async
 
 t.test('when the jobs cannot be added, the records are removed again and the answer is 503', async (t) => {
   // A Redis failure between the two writes cannot be staged with a real Redis: fake the second one.
-  const addBulk = app.sendQueue.addBulk
-  app.sendQueue.addBulk = async () => {
+  const addBulk = app.queues.send.addBulk
+  app.queues.send.addBulk = async () => {
     throw new Error('Connection is closed.')
   }
   t.teardown(() => {
-    app.sendQueue.addBulk = addBulk
+    app.queues.send.addBulk = addBulk
   })
   const keysBefore = (await app.redis.keys(`${config.KEY_PREFIX}:msg:*`)).length
   const res = await post({ to: '+41793026727', text: 'lost?' }, { 'idempotency-key': 'half-stored' })
   t.equal(res.statusCode, 503)
   t.equal((await app.redis.keys(`${config.KEY_PREFIX}:msg:*`)).length, keysBefore, 'no record left behind')
-  app.sendQueue.addBulk = addBulk
+  app.queues.send.addBulk = addBulk
   const retry = await post({ to: '+41793026727', text: 'lost?' }, { 'idempotency-key': 'half-stored' })
   t.equal(retry.statusCode, 202, 'the key was released: a retry is a new request')
 })
