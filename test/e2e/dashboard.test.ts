@@ -4,6 +4,7 @@ import { networkInterfaces } from 'node:os'
 import { join } from 'node:path'
 import { chromium, type Page } from 'playwright-core'
 import t from 'tap'
+import { QUEUE } from '../../src/queues.js'
 import { API_KEY, buildTestApp, DLR_TOKEN, ROOT, testConfig } from '../helpers/index.js'
 import { v3Report } from '../helpers/reports.js'
 
@@ -29,7 +30,7 @@ await app.listen({ port: 0, host })
 const base = `http://${host}:${(app.server.address() as { port: number }).port}`
 t.comment(`dashboard at ${base}/admin/queues`)
 
-// Two send jobs (no worker runs, so they wait), three dlr jobs, nothing in callback.
+// Two send jobs (no worker runs, so they wait), three dlr jobs, nothing in the other queues.
 for (const to of ['+41 79 302 67 27', '+41 79 302 67 28']) {
   const res = await app.inject({ method: 'POST', url: '/messages', headers: { authorization: `Bearer ${API_KEY}` }, payload: { to, text: 'Your code is 4711' } })
   if (res.statusCode !== 202) throw new Error(`POST /messages answered ${res.statusCode}: ${res.body}`)
@@ -38,7 +39,7 @@ for (const id of ['msg_e2e_1', 'msg_e2e_2', 'msg_e2e_3']) {
   const res = await app.inject({ method: 'POST', url: `/infobip-dlr?token=${DLR_TOKEN}`, payload: { results: [v3Report(id, undefined, { text: 'Your code is 4711' })] } })
   if (res.statusCode !== 200) throw new Error(`POST /infobip-dlr answered ${res.statusCode}: ${res.body}`)
 }
-const COUNTS = { send: 2, dlr: 3, callback: 0 }
+const COUNTS: Record<string, number> = { ...Object.fromEntries(Object.values(QUEUE).map((name) => [name, 0])), send: 2, dlr: 3 }
 
 const browser = await chromium.launch({
   executablePath: CHROMIUM,

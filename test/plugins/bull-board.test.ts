@@ -1,5 +1,6 @@
 import t from 'tap'
 import { maskJobData } from '../../src/plugins/bull-board.js'
+import { QUEUE } from '../../src/queues.js'
 import { buildTestApp, DLR_TOKEN, testConfig } from '../helpers/index.js'
 import { v2Report, v3Report } from '../helpers/reports.js'
 
@@ -39,12 +40,12 @@ t.test('every dashboard URL needs the Basic credentials', async (t) => {
   }
 })
 
-t.test('the page and the API list the three queues, read-only by default', async (t) => {
+t.test('the page and the API list every queue, read-only by default', async (t) => {
   const page = await app.inject({ url: '/admin/queues', headers: OPS })
   t.match(page.headers['content-type'], /text\/html/)
   t.match(page.body, /<base href="\/admin\/queues\/"/)
   const queues = await boardQueues()
-  t.same(queues.map((q) => q.name).sort(), ['callback', 'dlr', 'send'])
+  t.same(queues.map((q) => q.name).sort(), Object.values(QUEUE).sort())
   t.ok(queues.every((q) => q.readOnlyMode))
 })
 
@@ -61,7 +62,7 @@ t.test('the dashboard keeps helmet, with a CSP its page can live with', async (t
 })
 
 t.test('read-only: retry, clean and remove are refused', async (t) => {
-  const job = await app.sendQueue.add('send', { ids: ['msg_readonly'] }, { delay: 60_000 })
+  const job = await app.queues.send.add('send', { ids: ['msg_readonly'] }, { delay: 60_000 })
   for (const url of ['/admin/queues/api/queues/send/retry/failed', '/admin/queues/api/queues/send/clean/delayed', `/admin/queues/api/queues/send/${job.id}/clean`, `/admin/queues/api/queues/send/${job.id}/promote`, '/admin/queues/api/queues/send/empty']) {
     const res = await app.inject({ method: 'PUT', url, headers: OPS })
     t.equal(res.statusCode, 405, url)
@@ -72,10 +73,10 @@ t.test('read-only: retry, clean and remove are refused', async (t) => {
 
 t.test('BULL_BOARD_READ_ONLY=false lets operators act on jobs', async (t) => {
   const writable = await buildTestApp(t, testConfig('bull-board-rw', { BULL_BOARD_USER: USER, BULL_BOARD_PASSWORD: PASSWORD, BULL_BOARD_READ_ONLY: false }))
-  const job = await writable.sendQueue.add('send', { ids: ['msg_rw'] }, { delay: 60_000 })
+  const job = await writable.queues.send.add('send', { ids: ['msg_rw'] }, { delay: 60_000 })
   const res = await writable.inject({ method: 'PUT', url: `/admin/queues/api/queues/send/${job.id}/clean`, headers: OPS })
   t.equal(res.statusCode, 204)
-  t.equal(await writable.sendQueue.getJob(job.id!), undefined)
+  t.equal(await writable.queues.send.getJob(job.id!), undefined)
 })
 
 t.test('job data is shown without message text or full phone numbers', async (t) => {
@@ -100,7 +101,7 @@ t.test('job data is shown without message text or full phone numbers', async (t)
   t.match(v2, { messageId: 'msg_b', to: '*******1234', from: '*******2233' })
 
   // A send job names message ids only, and is shown as it is.
-  await app.sendQueue.add('send', { ids: ['msg_x', 'msg_y'] }, { delay: 60_000 })
+  await app.queues.send.add('send', { ids: ['msg_x', 'msg_y'] }, { delay: 60_000 })
   const send = (await boardQueues('send')).find((q) => q.name === 'send')!
   t.same(send.jobs.map((j) => j.data), [{ ids: ['msg_x', 'msg_y'] }])
 })
