@@ -3,6 +3,7 @@ import type { Logger } from 'pino'
 import { REJECTED_SYSTEM_ERROR, STATUS, statusFromInfobip, type Status } from '../src/domain/status.js'
 import type { InfobipClient, SubmitOutcome } from '../src/infobip/client.js'
 import type { DestinationResult, InfobipReport, Submission } from '../src/infobip/requests.js'
+import { parseReport } from '../src/domain/reports.js'
 import type { SendJob } from '../src/queues.js'
 import type { SubmissionOutcome } from '../src/metrics.js'
 import type { MessageStore, Transition } from '../src/store/message-store.js'
@@ -74,7 +75,7 @@ export function makeSendProcessor(deps: SendDeps) {
   async function resolveUnknown(ids: string[], jobLog: Logger): Promise<string[]> {
     const reports = await infobip.logs(ids)
     const known = new Map(reports.flatMap((r) => (r.messageId ? [[r.messageId, r] as const] : [])))
-    const transitions = [...known.values()].map((r) => fromReport(r))
+    const transitions = [...known.values()].map(fromLogs)
     if (transitions.length > 0) await transition(transitions)
     const unknownToInfobip = ids.filter((id) => !known.has(id))
     jobLog.info({ found: known.size, resubmit: unknownToInfobip.length }, 'looked up messages with an unknown submission outcome')
@@ -178,16 +179,14 @@ export function makeSendProcessor(deps: SendDeps) {
   }
 }
 
-/** A status found in Infobip's logs, applied like any other report. */
-function fromReport(report: InfobipReport): Transition {
-  return {
-    id: report.messageId!,
-    status: statusFromInfobip(report.status) ?? STATUS.PENDING,
-    source: 'send',
-    infobipStatus: report.status?.name,
-    infobip: report,
-    settlesSubmission: true,
-  }
+/**
+ * A message found in Infobip's logs, applied like any other report; one whose status we cannot read
+ * is at least known to Infobip, so it is PENDING and must not be submitted again.
+ */
+function fromLogs(report: InfobipReport): Transition {
+  const parsed = parseReport(report)
+  if (parsed.kind === 'transition') return { ...parsed.transition, source: 'send', settlesSubmission: true }
+  return { id: report.messageId!, status: STATUS.PENDING, source: 'send', infobipStatus: report.status?.name, settlesSubmission: true }
 }
 
 function outcomeLabel(outcome: Exclude<SubmitOutcome, { kind: 'accepted' }>): SubmissionOutcome {
