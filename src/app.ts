@@ -60,16 +60,22 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `Route ${request.method} ${request.url.split('?')[0]} not found` }),
   )
 
-  await app.register(fastifyHelmet, { global: true })
-  await app.register(storePlugin, { config })
-  await app.register(authPlugin, { config })
-  await app.register(bullBoardPlugin, { config })
-  await app.register(docsPlugin)
-  await app.register(metricsPlugin, { config })
-  await app.register(healthRoutes)
-  await app.register(messageRoutes, { config })
-  await app.register(infobipDlrRoutes, { config })
-  await app.register(callbackRoutes)
+  try {
+    await app.register(fastifyHelmet, { global: true })
+    await app.register(storePlugin, { config })
+    await app.register(authPlugin, { config })
+    await app.register(bullBoardPlugin, { config })
+    await app.register(docsPlugin)
+    await app.register(metricsPlugin, { config })
+    await app.register(healthRoutes)
+    await app.register(messageRoutes, { config })
+    await app.register(infobipDlrRoutes, { config })
+    await app.register(callbackRoutes)
+  } catch (error) {
+    // A plugin refused to start (a bad DLR_ALLOWED_IPS, say): close what the others opened.
+    await app.close().catch(() => {})
+    throw error
+  }
   return app
 }
 
