@@ -7,7 +7,7 @@ import { Redis, type RedisOptions } from 'ioredis'
 export function createRedis(url: string, role: 'producer' | 'worker', extra: RedisOptions = {}): Redis {
   const options: RedisOptions =
     role === 'producer'
-      ? { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2000, commandTimeout: 5000 }
+      ? { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2000 }
       : { maxRetriesPerRequest: null, enableReadyCheck: true }
   const redis = new Redis(url, { lazyConnect: true, retryStrategy: (times) => Math.min(times * 200, 2000), ...options, ...extra })
   // Connection errors surface through the commands that fail (503 in the API, retries in workers)

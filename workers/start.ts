@@ -31,7 +31,7 @@ export async function startWorkers(config: Config, log: Logger): Promise<Running
   const infobip = new InfobipClient(config)
   // This process's counts go to Redis, where every API process reads them for /metrics.
   const metrics = new SharedMetrics(redis, config.KEY_PREFIX, log.child({ component: 'metrics' }))
-  const callbackQueue = createQueue<CallbackJob>(QUEUE.callback, redis, config)
+  const callbackQueue = createQueue<CallbackJob>(QUEUE.callback, connection, config)
   const apply = makeApplyTransitions({ store, callbackQueue, callbackOptions: callbackJobOptions(config), onApplied: countTransitions(metrics) })
   const queues: Queue[] = [callbackQueue]
   const workers: Worker[] = []
@@ -61,12 +61,12 @@ export async function startWorkers(config: Config, log: Logger): Promise<Running
       })
       workers.push(worker)
 
-      const sendQueue = createQueue<SendJob>(QUEUE.send, redis, config)
+      const sendQueue = createQueue<SendJob>(QUEUE.send, connection, config)
       queues.push(sendQueue)
       const sweeper = startOutboxSweeper({ store, queue: sendQueue, config, log: log.child({ component: 'outbox' }) })
       stops.push(() => sweeper.stop())
 
-      const reconcileQueue = createQueue(QUEUE.reconcile, redis, config)
+      const reconcileQueue = createQueue(QUEUE.reconcile, connection, config)
       queues.push(reconcileQueue)
       await reconcileQueue.upsertJobScheduler(
         'reconcile',

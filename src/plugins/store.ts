@@ -9,7 +9,10 @@ import { MessageStore } from '../store/message-store.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
+    /** The store's connection (and the rate limiter's). */
     redis: Redis
+    /** The queues' connection. */
+    queueRedis: Redis
     store: MessageStore
     /** Every queue, for producers and for the operations plugins (dashboard, metrics). */
     queues: { send: Queue<SendJob>; dlr: Queue<DlrJob>; callback: Queue<CallbackJob>; reconcile: Queue }
@@ -24,18 +27,23 @@ export default fp(
   async function storePlugin(app, { config }: { config: Config }) {
     const redis = createRedis(config.REDIS_URL, 'producer')
     await connectOrExplain(redis, config.REDIS_URL)
+    // The queues get a connection of their own: ioredis copies a connection's defined scripts into
+    // every pipeline it starts, and BullMQ defines dozens, which would slow every store pipeline.
+    const queueRedis = createRedis(config.REDIS_URL, 'producer')
+    await connectOrExplain(queueRedis, config.REDIS_URL)
     const queues = {
-      send: createQueue<SendJob>(QUEUE.send, redis, config),
-      dlr: createQueue<DlrJob>(QUEUE.dlr, redis, config),
-      callback: createQueue<CallbackJob>(QUEUE.callback, redis, config),
-      reconcile: createQueue(QUEUE.reconcile, redis, config),
+      send: createQueue<SendJob>(QUEUE.send, queueRedis, config),
+      dlr: createQueue<DlrJob>(QUEUE.dlr, queueRedis, config),
+      callback: createQueue<CallbackJob>(QUEUE.callback, queueRedis, config),
+      reconcile: createQueue(QUEUE.reconcile, queueRedis, config),
     }
     app.decorate('redis', redis)
+    app.decorate('queueRedis', queueRedis)
     app.decorate('store', new MessageStore(redis, config.KEY_PREFIX, config.MESSAGE_TTL_DAYS))
     app.decorate('queues', queues)
     app.addHook('onClose', async () => {
       await Promise.all(Object.values(queues).map((q) => q.close()))
-      await redis.quit().catch(() => redis.disconnect())
+      await Promise.all([redis, queueRedis].map((r) => r.quit().catch(() => r.disconnect())))
     })
   },
   { name: 'store' },

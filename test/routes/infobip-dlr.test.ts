@@ -48,7 +48,7 @@ t.test('the token is accepted as ?token=, X-Webhook-Token or the Basic password;
 
 t.test('a POST costs one round trip to Redis: the job, nothing else', async (t) => {
   await post({ results: [v3Report('warm-up')] })
-  const socket = (app.redis as unknown as { stream: { write: (...args: unknown[]) => boolean } }).stream
+  const socket = (app.queueRedis as unknown as { stream: { write: (...args: unknown[]) => boolean } }).stream
   const write = socket.write
   let writes = 0
   socket.write = function (...args: unknown[]) {
@@ -177,6 +177,7 @@ t.test('DLR_ALLOWED_IPS: other sources get 403 even with the token; a bad list s
 t.test('Redis unreachable: 503 with Retry-After, so that Infobip retries', async (t) => {
   const broken = await buildTestApp(t, testConfig('dlr-down'))
   broken.redis.disconnect()
+  broken.queueRedis.disconnect()
   const res = await broken.inject({ method: 'POST', url: URL_WITH_TOKEN, headers: { 'content-type': 'application/json' }, payload: { results: [v3Report('m1')] } })
   t.equal(res.statusCode, 503)
   t.equal(res.headers['retry-after'], '1')

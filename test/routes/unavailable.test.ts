@@ -5,6 +5,7 @@ t.test('Redis unreachable: 503 at once, /ready 503, /health still 200', async (t
   const config = testConfig('unavailable')
   const app = await buildTestApp(t, config)
   app.redis.disconnect()
+  app.queueRedis.disconnect()
   const started = Date.now()
   const res = await app.inject({ method: 'POST', url: '/messages', headers: { ...AUTH, 'content-type': 'application/json' }, payload: { to: '+41793026727', text: 'hi' } })
   t.equal(res.statusCode, 503)
