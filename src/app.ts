@@ -58,6 +58,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     if (status === 503) reply.header('retry-after', '1')
     return reply.code(status).send({ statusCode: status, error: httpErrorName(status), message })
   })
+  app.addHook('onRequest', async (request) => {
+    request.log.debug({ req: request }, 'incoming request')
+  })
   app.addHook('onResponse', async (request, reply) => {
     request.log.info({ req: request, res: { statusCode: reply.statusCode }, responseTime: reply.elapsedTime }, 'request completed')
   })

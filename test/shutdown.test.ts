@@ -65,7 +65,7 @@ const readBody = async (res: IncomingMessage) => {
 
 t.test('API: SIGTERM stops accepting, finishes the in-flight request, exits 0', async (t) => {
   const port = await freePort()
-  const env = testEnv('shutdown-api', { PORT: port, HOST: '127.0.0.1', LOG_LEVEL: 'info' })
+  const env = testEnv('shutdown-api', { PORT: port, HOST: '127.0.0.1', LOG_LEVEL: 'debug' })
   t.teardown(() => cleanup(env.KEY_PREFIX!))
   const api = spawnApi(t, env)
   await waitFor(() => api.output.includes('Server listening'), 20_000, 'the API to listen')

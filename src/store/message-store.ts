@@ -114,7 +114,7 @@ export class MessageStore {
     this.#redis = redis
     this.keys = makeKeys(prefix)
     this.#ttlSeconds = ttlDays * 24 * 60 * 60
-    redis.defineCommand('smsTransition', { numberOfKeys: 4 + this.keys.statusIndexes().length, lua: TRANSITION })
+    redis.defineCommand('smsTransition', { numberOfKeys: 3 + this.keys.statusIndexes().length, lua: TRANSITION })
     redis.defineCommand('smsClaim', { numberOfKeys: 2, lua: CLAIM })
     redis.defineCommand('smsReserveBudget', { numberOfKeys: 1, lua: RESERVE_BUDGET })
   }
@@ -130,9 +130,7 @@ export class MessageStore {
       const message = newMessage(m, at)
       const key = this.keys.message(m.id)
       multi.hset(key, toHash(message))
-      multi.rpush(this.keys.events(m.id), JSON.stringify(message.events[0]))
       multi.expire(key, this.#ttlSeconds)
-      multi.expire(this.keys.events(m.id), this.#ttlSeconds)
       multi.zadd(this.keys.outbox(), now.getTime(), m.id)
       multi.zadd(this.keys.created(), 0, m.id)
       multi.zadd(this.keys.byStatus(STATUS.QUEUED), 0, m.id)
@@ -158,7 +156,7 @@ export class MessageStore {
   /** Removes messages whose creation could not be completed (their jobs could not be added). */
   async remove(ids: string[]): Promise<void> {
     const multi = this.#redis.multi()
-    for (const id of ids) multi.del(this.keys.message(id), this.keys.events(id), this.keys.fingerprints(id))
+    for (const id of ids) multi.del(this.keys.message(id), this.keys.fingerprints(id))
     multi.zrem(this.keys.outbox(), ...ids)
     await exec(multi)
   }
@@ -174,16 +172,9 @@ export class MessageStore {
 
   async getMany(ids: string[]): Promise<(Message | undefined)[]> {
     const pipeline = this.#redis.pipeline()
-    for (const id of ids) {
-      pipeline.hgetall(this.keys.message(id))
-      pipeline.lrange(this.keys.events(id), 0, -1)
-    }
-    const replies = await exec(pipeline)
-    return ids.map((_, i) => {
-      const hash = replies[2 * i] as Record<string, string>
-      const events = replies[2 * i + 1] as string[]
-      return hash.id ? fromHash(hash, events) : undefined
-    })
+    for (const id of ids) pipeline.hgetall(this.keys.message(id))
+    const replies = (await exec(pipeline)) as Record<string, string>[]
+    return replies.map((hash) => (hash.id ? fromHash(hash) : undefined))
   }
 
   /**
@@ -209,22 +200,23 @@ export class MessageStore {
     const at = new Date().toISOString()
     const indexes = this.keys.statusIndexes()
     for (const t of transitions) {
+      const when = t.at ?? at
       pipeline.smsTransition(
         this.keys.message(t.id),
-        this.keys.events(t.id),
         this.keys.fingerprints(t.id),
         this.keys.open(),
         ...indexes,
         t.status,
         t.source,
-        t.at ?? at,
+        when,
+        String(Date.parse(when)),
         t.infobipStatus ?? '',
-        t.infobip ? JSON.stringify(t.infobip) : '',
         t.error ? JSON.stringify(t.error) : '',
         t.fingerprint ?? '',
         String(this.#ttlSeconds),
         t.settlesSubmission ? '1' : '',
         t.id,
+        ...(t.infobip ? flatten(t.infobip, INFOBIP) : []),
       )
     }
     const replies = (await exec(pipeline)) as string[][]
@@ -389,6 +381,7 @@ function toHash(m: Message): Record<string, string | number> {
     segments: m.segments,
     attempts: 0,
     seq: 1,
+    e1: eventField(m.events[0]!),
     createdAt: m.createdAt,
     updatedAt: m.updatedAt,
   }
@@ -399,7 +392,55 @@ function toHash(m: Message): Record<string, string | number> {
   return hash
 }
 
-function fromHash(h: Record<string, string>, events: string[]): Message {
+/** The record's hash fields that hold `infobip.*`, flattened, and its events. */
+const INFOBIP = 'i.'
+const EVENT = /^e(\d+)$/
+
+/** `{status: {id: 5}}` → `['i.status.id', '5']`: leaves as JSON, nulls left out. */
+export function flatten(value: Record<string, unknown>, prefix: string, into: string[] = []): string[] {
+  for (const [key, leaf] of Object.entries(value)) {
+    if (leaf === null || leaf === undefined) continue
+    if (typeof leaf === 'object' && !Array.isArray(leaf)) flatten(leaf as Record<string, unknown>, `${prefix}${key}.`, into)
+    else into.push(`${prefix}${key}`, JSON.stringify(leaf))
+  }
+  return into
+}
+
+/** The inverse of `flatten`, with keys in sorted order so that equal objects serialise alike. */
+function unflatten(h: Record<string, string>, prefix: string): Record<string, unknown> | null {
+  const fields = Object.keys(h).filter((f) => f.startsWith(prefix)).sort()
+  if (fields.length === 0) return null
+  const root: Record<string, unknown> = {}
+  for (const field of fields) {
+    const path = field.slice(prefix.length).split('.')
+    let node = root
+    for (const part of path.slice(0, -1)) node = (node[part] ??= {}) as Record<string, unknown>
+    node[path[path.length - 1]!] = JSON.parse(h[field]!)
+  }
+  return root
+}
+
+/** An event as the record keeps it: `status|source|at (ms)|infobip status`. */
+const eventField = (e: MessageEvent): string => `${e.status}|${e.source}|${Date.parse(e.at)}|${e.infobipStatus ?? ''}`
+
+function eventsOf(h: Record<string, string>): MessageEvent[] {
+  const events: MessageEvent[] = []
+  for (const [field, value] of Object.entries(h)) {
+    const seq = EVENT.exec(field)?.[1]
+    if (!seq) continue
+    const [status, source, at, infobipStatus] = value.split('|')
+    events.push({
+      seq: Number(seq),
+      status: status as Status,
+      source: source as EventSource,
+      at: new Date(Number(at)).toISOString(),
+      ...(infobipStatus ? { infobipStatus } : {}),
+    })
+  }
+  return events.sort((a, b) => a.seq - b.seq)
+}
+
+function fromHash(h: Record<string, string>): Message {
   const status = h.status as Status
   return {
     id: h.id!,
@@ -415,9 +456,9 @@ function fromHash(h: Record<string, string>, events: string[]): Message {
     encoding: h.encoding as Message['encoding'],
     segments: Number(h.segments),
     attempts: Number(h.attempts ?? 0),
-    infobip: h.infobip ? JSON.parse(h.infobip) : null,
+    infobip: unflatten(h, INFOBIP),
     error: h.error ? JSON.parse(h.error) : null,
-    events: events.map((e) => JSON.parse(e) as MessageEvent),
+    events: eventsOf(h),
     createdAt: h.createdAt!,
     updatedAt: h.updatedAt!,
   }

@@ -5,43 +5,53 @@ import { FINAL_RANK, RANK, STATUS } from '../domain/status.js'
  * The rank table is generated from `RANK` so that Lua and TypeScript cannot disagree.
  */
 const rankTable = `{${Object.entries(RANK).map(([status, rank]) => `${status}=${rank}`).join(',')}}`
-/** Status → position of its index among the script's KEYS (after the four fixed keys). */
-const indexTable = `{${Object.values(STATUS).map((status, i) => `${status}=${i + 5}`).join(',')}}`
+/** Status → position of its index among the script's KEYS (after the three fixed keys). */
+const indexTable = `{${Object.values(STATUS).map((status, i) => `${status}=${i + 4}`).join(',')}}`
 
 /**
  * Applies one status change (SPEC §5 rules 1–4): a fingerprint seen before is a duplicate; a rank not
- * higher than the current one is ignored; otherwise status, `infobip`, `error` and a new event are
- * written together.
+ * higher than the current one is ignored; otherwise status, event, `infobip.*` and `error` are
+ * written together. The event is a field `e<seq>` of the record ("status|source|at ms|infobip
+ * status"), and `infobip.*` is flattened into `i.<path>` fields holding JSON values: short values
+ * keep the record in Redis's compact hash encoding.
  *
  * The message also moves between the status indexes, and leaves the open index when final.
  *
- * KEYS: 1 record hash, 2 events list, 3 fingerprints set, 4 open index, 5… the status indexes
- * ARGV: 1 status, 2 source, 3 at (ISO), 4 infobip status name, 5 infobip JSON, 6 error JSON,
+ * KEYS: 1 record hash, 2 fingerprints set, 3 open index, 4… the status indexes
+ * ARGV: 1 status, 2 source, 3 at (ISO), 4 at (ms), 5 infobip status name, 6 error JSON,
  *       7 fingerprint, 8 ttl seconds, 9 "1" to clear the in-flight marker of the send worker,
- *       10 message id
+ *       10 message id, 11… `i.<path>`, value pairs of the report that sets this status
  * Returns { result, previous status, seq, submittedAt, callbackUrl, reference }
  */
 export const TRANSITION = `
 local RANK = ${rankTable}
 local INDEX = ${indexTable}
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'unmatched'} end
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return {'unmatched'} end
 if ARGV[9] == '1' then redis.call('HDEL', KEYS[1], 'inflight') end
 if ARGV[7] ~= '' then
-  if redis.call('SADD', KEYS[3], ARGV[7]) == 0 then return {'duplicate'} end
-  redis.call('EXPIRE', KEYS[3], ARGV[8])
+  if redis.call('SADD', KEYS[2], ARGV[7]) == 0 then return {'duplicate'} end
+  redis.call('EXPIRE', KEYS[2], ARGV[8])
 end
-local current = redis.call('HGET', KEYS[1], 'status')
 if RANK[ARGV[1]] <= RANK[current] then return {'ignored', current} end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-redis.call('HSET', KEYS[1], 'status', ARGV[1], 'updatedAt', ARGV[3])
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[1], 'infobip', ARGV[5]) end
-if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'error', ARGV[6]) end
-local event = {seq = seq, status = ARGV[1], source = ARGV[2], at = ARGV[3]}
-if ARGV[4] ~= '' then event.infobipStatus = ARGV[4] end
-redis.call('RPUSH', KEYS[2], cjson.encode(event))
+local fields = {'status', ARGV[1], 'updatedAt', ARGV[3], 'e' .. seq, ARGV[1] .. '|' .. ARGV[2] .. '|' .. ARGV[4] .. '|' .. ARGV[5]}
+if ARGV[6] ~= '' then
+  fields[#fields + 1] = 'error'
+  fields[#fields + 1] = ARGV[6]
+end
+if #ARGV > 10 then
+  local old = {}
+  for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if string.sub(field, 1, 2) == 'i.' then old[#old + 1] = field end
+  end
+  if #old > 0 then redis.call('HDEL', KEYS[1], unpack(old)) end
+  for i = 11, #ARGV do fields[#fields + 1] = ARGV[i] end
+end
+redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('ZREM', KEYS[INDEX[current]], ARGV[10])
 redis.call('ZADD', KEYS[INDEX[ARGV[1]]], 0, ARGV[10])
-if RANK[ARGV[1]] == ${FINAL_RANK} then redis.call('ZREM', KEYS[4], ARGV[10]) end
+if RANK[ARGV[1]] == ${FINAL_RANK} then redis.call('ZREM', KEYS[3], ARGV[10]) end
 local meta = redis.call('HMGET', KEYS[1], 'submittedAt', 'callbackUrl', 'reference')
 return {'applied', current, seq, meta[1] or '', meta[2] or '', meta[3] or ''}
 `

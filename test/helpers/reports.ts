@@ -83,8 +83,19 @@ export function comparable(m: Pick<Message, 'status' | 'events' | 'infobip'> | M
   return {
     status: m.status,
     events: m.events.map((e) => ({ status: e.status, source: e.source, ...(e.infobipStatus ? { infobipStatus: e.infobipStatus } : {}) })),
-    infobip: m.infobip,
+    // The store keeps `infobip.*` flattened and gives it back with sorted keys.
+    infobip: sortKeys(m.infobip),
   }
+}
+
+export function sortKeys(value: unknown): unknown {
+  if (!value || typeof value !== 'object' || Array.isArray(value)) return value
+  return Object.fromEntries(
+    Object.keys(value)
+      .sort()
+      .filter((k) => (value as Record<string, unknown>)[k] != null)
+      .map((k) => [k, sortKeys((value as Record<string, unknown>)[k])]),
+  )
 }
 
 /** A seeded PRNG (mulberry32), so that a failing shuffle can be replayed. */

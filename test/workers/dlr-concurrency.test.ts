@@ -12,7 +12,7 @@ import { MessageStore, type Message, type Transition } from '../../src/store/mes
 import type { ReportCounts } from '../../workers/dlr.js'
 import { cleanup, REDIS_URL, spawnWorker, testEnv, waitFor, workerReady } from '../helpers/index.js'
 import {
-  applyModel, comparable, newModelMessage, random, shuffle, STATUSES, v2Report, v3Report, type ModelMessage, type ModelResult,
+  applyModel, comparable, newModelMessage, random, shuffle, sortKeys, STATUSES, v2Report, v3Report, type ModelMessage, type ModelResult,
 } from '../helpers/reports.js'
 
 /**
@@ -71,7 +71,7 @@ function witness(stored: ReturnType<typeof comparable>, transitions: readonly Tr
     if (i === 0) continue
     const last = i === stored.events.length - 1
     const at = left.findIndex(
-      (tr) => tr.status === e.status && tr.source === e.source && (tr.infobipStatus ?? undefined) === e.infobipStatus && (!last || JSON.stringify(tr.infobip) === JSON.stringify(stored.infobip)),
+      (tr) => tr.status === e.status && tr.source === e.source && (tr.infobipStatus ?? undefined) === e.infobipStatus && (!last || JSON.stringify(sortKeys(tr.infobip)) === JSON.stringify(stored.infobip)),
     )
     if (at < 0) return `no report explains event ${i + 1} (${e.status})`
     order.push(...left.splice(at, 1))
@@ -88,7 +88,7 @@ function witness(stored: ReturnType<typeof comparable>, transitions: readonly Tr
  */
 const sameFinal = (stored: ReturnType<typeof comparable>, model: ModelMessage, transitions: readonly Transition[]) =>
   finals(transitions).size !== 1 ||
-  (stored.status === model.status && transitions.some((tr) => tr.status === stored.status && JSON.stringify(tr.infobip) === JSON.stringify(stored.infobip)))
+  (stored.status === model.status && transitions.some((tr) => tr.status === stored.status && JSON.stringify(sortKeys(tr.infobip)) === JSON.stringify(stored.infobip)))
 
 /** Nor the number of duplicates: every copy of a fingerprint after the first. */
 const duplicatesOf = (transitions: readonly Transition[]) => transitions.length - new Set(transitions.map((tr) => tr.fingerprint)).size
