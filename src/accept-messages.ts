@@ -74,7 +74,8 @@ async function enqueue(deps: AcceptDeps, messages: Message[]): Promise<void> {
     })
     throw error
   }
-  await deps.store.enqueued(ids)
+  // Not awaited: should it fail, the outbox sweeper finds jobs that exist, which is harmless.
+  deps.store.enqueued(ids).catch(() => {})
 }
 
 async function undo(store: MessageStore, ids: string[], idempotency: Idempotency | undefined): Promise<void> {

@@ -81,6 +81,7 @@ export class SharedMetrics {
   #counts = new Map<string, number>()
   #sums = new Map<string, number>()
   #flushing: Promise<void> | undefined
+  readonly #fieldCache = new Map<string, string[]>()
 
   constructor(redis: Redis, prefix: string, log: Log, flushEveryMs = 1000) {
     this.#redis = redis
@@ -91,14 +92,32 @@ export class SharedMetrics {
   }
 
   inc<N extends CounterName>(name: N, labels: LabelsOf<N>, n = 1): void {
-    if (n > 0) add(this.#counts, seriesField(name, labels), n)
+    if (n > 0) add(this.#counts, this.#fields(name, labels, () => [seriesField(name, labels)])[0]!, n)
   }
 
   observe<N extends HistogramName>(name: N, labels: LabelsOf<N>, seconds: number): void {
-    for (const le of SHARED_HISTOGRAMS[name].buckets) if (seconds <= le) add(this.#counts, seriesField(`${name}_bucket`, { ...labels, le: String(le) }), 1)
-    add(this.#counts, seriesField(`${name}_bucket`, { ...labels, le: '+Inf' }), 1)
-    add(this.#counts, seriesField(`${name}_count`, labels), 1)
-    add(this.#sums, seriesField(`${name}_sum`, labels), seconds)
+    const buckets = SHARED_HISTOGRAMS[name].buckets
+    // Fields: one per bucket, then +Inf, _count and _sum.
+    const fields = this.#fields(name, labels, () => [
+      ...buckets.map((le) => seriesField(`${name}_bucket`, { ...labels, le: String(le) })),
+      seriesField(`${name}_bucket`, { ...labels, le: '+Inf' }),
+      seriesField(`${name}_count`, labels),
+      seriesField(`${name}_sum`, labels),
+    ])
+    buckets.forEach((le, i) => {
+      if (seconds <= le) add(this.#counts, fields[i]!, 1)
+    })
+    add(this.#counts, fields[buckets.length]!, 1)
+    add(this.#counts, fields[buckets.length + 1]!, 1)
+    add(this.#sums, fields[buckets.length + 2]!, seconds)
+  }
+
+  /** Hash field names of a series, built once: counting runs for every report. */
+  #fields(name: string, labels: object, build: () => string[]): string[] {
+    const key = `${name}|${Object.values(labels).join('|')}`
+    let fields = this.#fieldCache.get(key)
+    if (!fields) this.#fieldCache.set(key, (fields = build()))
+    return fields
   }
 
   /** Writes what was counted since the last flush. Never rejects; one flush at a time. */

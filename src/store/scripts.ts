@@ -26,7 +26,8 @@ const indexTable = `{${Object.values(STATUS).map((status, i) => `${status}=${i +
 export const TRANSITION = `
 local RANK = ${rankTable}
 local INDEX = ${indexTable}
-local current = redis.call('HGET', KEYS[1], 'status')
+local meta = redis.call('HMGET', KEYS[1], 'status', 'submittedAt', 'callbackUrl', 'reference')
+local current = meta[1]
 if not current then return {'unmatched'} end
 if ARGV[9] == '1' then redis.call('HDEL', KEYS[1], 'inflight') end
 if ARGV[7] ~= '' then
@@ -52,8 +53,7 @@ redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('ZREM', KEYS[INDEX[current]], ARGV[10])
 redis.call('ZADD', KEYS[INDEX[ARGV[1]]], 0, ARGV[10])
 if RANK[ARGV[1]] == ${FINAL_RANK} then redis.call('ZREM', KEYS[3], ARGV[10]) end
-local meta = redis.call('HMGET', KEYS[1], 'submittedAt', 'callbackUrl', 'reference')
-return {'applied', current, seq, meta[1] or '', meta[2] or '', meta[3] or ''}
+return {'applied', current, seq, meta[2] or '', meta[3] or '', meta[4] or ''}
 `
 
 /**
