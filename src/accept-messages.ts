@@ -67,7 +67,10 @@ export async function acceptMessages(deps: AcceptDeps, bodies: NewMessageBody[],
 async function enqueue(deps: AcceptDeps, messages: Message[]): Promise<void> {
   const ids = messages.map((m) => m.id)
   try {
-    await deps.sendQueue.addBulk(sendJobs(messages, deps.config))
+    const jobs = sendJobs(messages, deps.config)
+    // One job is one script call; addBulk would start a MULTI, which costs more than it saves.
+    if (jobs.length === 1) await deps.sendQueue.add(jobs[0]!.name, jobs[0]!.data, jobs[0]!.opts)
+    else await deps.sendQueue.addBulk(jobs)
   } catch (error) {
     await deps.store.remove(ids).catch(() => {
       // Redis is gone: the records stay in the outbox, from which the send workers enqueue them.

@@ -191,18 +191,25 @@ t.test('batch: a constant number of Redis round trips, whatever its size', async
 
 t.test('when the jobs cannot be added, the records are removed again and the answer is 503', async (t) => {
   // A Redis failure between the two writes cannot be staged with a real Redis: fake the second one.
-  const addBulk = app.queues.send.addBulk
-  app.queues.send.addBulk = async () => {
+  const queue = app.queues.send
+  const { add, addBulk } = queue
+  const broken = async () => {
     throw new Error('Connection is closed.')
   }
-  t.teardown(() => {
-    app.queues.send.addBulk = addBulk
-  })
+  const restore = () => {
+    queue.add = add
+    queue.addBulk = addBulk
+  }
+  t.teardown(restore)
+  queue.add = broken
+  queue.addBulk = broken
   const keysBefore = (await app.redis.keys(`${config.KEY_PREFIX}:msg:*`)).length
-  const res = await post({ to: '+41793026727', text: 'lost?' }, { 'idempotency-key': 'half-stored' })
-  t.equal(res.statusCode, 503)
+  const single = await post({ to: '+41793026727', text: 'lost?' }, { 'idempotency-key': 'half-stored' })
+  t.equal(single.statusCode, 503)
+  const batch = await post({ messages: [{ to: '+41793026727', text: 'a' }, { to: '+41793026727', text: 'b', sendAt: new Date(Date.now() + 60_000).toISOString() }] }, {}, '/messages/batch')
+  t.equal(batch.statusCode, 503, 'a batch of two jobs too')
   t.equal((await app.redis.keys(`${config.KEY_PREFIX}:msg:*`)).length, keysBefore, 'no record left behind')
-  app.queues.send.addBulk = addBulk
+  restore()
   const retry = await post({ to: '+41793026727', text: 'lost?' }, { 'idempotency-key': 'half-stored' })
   t.equal(retry.statusCode, 202, 'the key was released: a retry is a new request')
 })
