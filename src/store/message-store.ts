@@ -1,12 +1,13 @@
 import type { ChainableCommander, ClientContext, Redis, Result } from 'ioredis'
 import { isFinal, STATUS, type EventSource, type Status } from '../domain/status.js'
 import { makeKeys, type Keys } from './keys.js'
-import { CLAIM, RESERVE_BUDGET, TRANSITION } from './scripts.js'
+import { CLAIM, CREATE, RESERVE_BUDGET, TRANSITION } from './scripts.js'
 
 declare module 'ioredis' {
   interface RedisCommander<Context extends ClientContext> {
     smsTransition(...keysAndArgs: string[]): Result<string[], Context>
     smsClaim(k1: string, k2: string, force: string, now: string, id: string): Result<'missing' | 'done' | 'unknown' | 'ok', Context>
+    smsCreate(...keysAndArgs: string[]): Result<number, Context>
     smsReserveBudget(k1: string, n: number, limit: number): Result<number, Context>
   }
 }
@@ -116,6 +117,7 @@ export class MessageStore {
     this.#ttlSeconds = ttlDays * 24 * 60 * 60
     redis.defineCommand('smsTransition', { numberOfKeys: 3 + this.keys.statusIndexes().length, lua: TRANSITION })
     redis.defineCommand('smsClaim', { numberOfKeys: 2, lua: CLAIM })
+    redis.defineCommand('smsCreate', { numberOfKeys: 6, lua: CREATE })
     redis.defineCommand('smsReserveBudget', { numberOfKeys: 1, lua: RESERVE_BUDGET })
   }
 
@@ -126,26 +128,27 @@ export class MessageStore {
   async create(messages: NewMessage[], now = new Date()): Promise<Message[]> {
     const at = now.toISOString()
     const multi = this.#redis.multi()
+    const ttl = String(this.#ttlSeconds)
+    const ms = String(now.getTime())
     const created = messages.map((m) => {
       const message = newMessage(m, at)
-      const key = this.keys.message(m.id)
-      multi.hset(key, toHash(message))
-      multi.expire(key, this.#ttlSeconds)
-      multi.zadd(this.keys.outbox(), now.getTime(), m.id)
-      multi.zadd(this.keys.created(), 0, m.id)
-      multi.zadd(this.keys.byStatus(STATUS.QUEUED), 0, m.id)
-      this.#addToIndex(multi, this.keys.byRecipient(m.to), m.id)
-      if (m.reference) this.#addToIndex(multi, this.keys.byReference(m.reference), m.id)
+      multi.smsCreate(
+        this.keys.message(m.id),
+        this.keys.outbox(),
+        this.keys.created(),
+        this.keys.byStatus(STATUS.QUEUED),
+        this.keys.byRecipient(m.to),
+        this.keys.byReference(m.reference ?? ''),
+        ttl,
+        m.id,
+        ms,
+        m.reference ? '1' : '',
+        ...Object.entries(toHash(message)).flat().map(String),
+      )
       return message
     })
     await exec(multi)
     return created
-  }
-
-  /** Per-value indexes disappear a TTL after their newest message. */
-  #addToIndex(multi: ChainableCommander, key: string, id: string): void {
-    multi.zadd(key, 0, id)
-    multi.expire(key, this.#ttlSeconds)
   }
 
   /** The send jobs of these messages exist: they leave the outbox. */

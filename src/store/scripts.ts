@@ -57,6 +57,29 @@ return {'applied', current, seq, meta[2] or '', meta[3] or '', meta[4] or ''}
 `
 
 /**
+ * Stores a new message: its record (with its QUEUED event) and its index entries, in one call.
+ * Called inside a MULTI for a batch, so that a batch is stored whole or not at all.
+ *
+ * KEYS: 1 record hash, 2 outbox, 3 created index, 4 QUEUED index, 5 recipient index,
+ *       6 reference index (unused without a reference)
+ * ARGV: 1 ttl seconds, 2 message id, 3 now (ms), 4 "1" if it has a reference, 5… field, value pairs
+ */
+export const CREATE = `
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
+redis.call('ZADD', KEYS[3], 0, ARGV[2])
+redis.call('ZADD', KEYS[4], 0, ARGV[2])
+redis.call('ZADD', KEYS[5], 0, ARGV[2])
+redis.call('EXPIRE', KEYS[5], ARGV[1])
+if ARGV[4] == '1' then
+  redis.call('ZADD', KEYS[6], 0, ARGV[2])
+  redis.call('EXPIRE', KEYS[6], ARGV[1])
+end
+return 1
+`
+
+/**
  * Claims a message for submission to Infobip. A message past QUEUED is never submitted again; one
  * whose earlier submission has no known outcome (the in-flight marker is still there) must be looked
  * up first, unless the caller already did (ARGV[1] = "force").
