@@ -122,32 +122,34 @@ export class MessageStore {
   }
 
   /**
-   * Stores new messages, each with its QUEUED event, in one MULTI: all or none. They also go into
+   * Stores new messages, each with its QUEUED event, all or none (one script call each). They also go into
    * the outbox until their send jobs exist, so that a crash between the two writes loses nothing.
    */
   async create(messages: NewMessage[], now = new Date()): Promise<Message[]> {
     const at = now.toISOString()
-    const multi = this.#redis.multi()
     const ttl = String(this.#ttlSeconds)
     const ms = String(now.getTime())
-    const created = messages.map((m) => {
-      const message = newMessage(m, at)
-      multi.smsCreate(
-        this.keys.message(m.id),
-        this.keys.outbox(),
-        this.keys.created(),
-        this.keys.byStatus(STATUS.QUEUED),
-        this.keys.byRecipient(m.to),
-        this.keys.byReference(m.reference ?? ''),
-        ttl,
-        m.id,
-        ms,
-        m.reference ? '1' : '',
-        ...Object.entries(toHash(message)).flat().map(String),
-      )
-      return message
-    })
-    await exec(multi)
+    const created = messages.map((m) => newMessage(m, at))
+    const args = (message: Message) => [
+      this.keys.message(message.id),
+      this.keys.outbox(),
+      this.keys.created(),
+      this.keys.byStatus(STATUS.QUEUED),
+      this.keys.byRecipient(message.to),
+      this.keys.byReference(message.reference ?? ''),
+      ttl,
+      message.id,
+      ms,
+      message.reference ? '1' : '',
+      ...Object.entries(toHash(message)).flat().map(String),
+    ]
+    // One script call is atomic by itself; several go in a MULTI, so that a batch is all or nothing.
+    if (created.length === 1) await this.#redis.smsCreate(...args(created[0]!))
+    else {
+      const multi = this.#redis.multi()
+      for (const message of created) multi.smsCreate(...args(message))
+      await exec(multi)
+    }
     return created
   }
 
