@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto'
 import fastifyEnv from '@fastify/env'
 import fastifyHelmet from '@fastify/helmet'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import Fastify, { type FastifyError, type FastifyInstance, type FastifySchemaValidationError, type FastifyServerOptions } from 'fastify'
+import Fastify, { LogController, type FastifyError, type FastifyRequest, type FastifyInstance, type FastifySchemaValidationError, type FastifyServerOptions } from 'fastify'
 import { ConfigSchema, type Config } from './config.js'
 import { HttpError, isRedisUnavailable } from './errors.js'
 import { loggerOptions } from './logger.js'
@@ -22,6 +22,13 @@ declare module 'fastify' {
   }
 }
 
+/** One info line per request, when it completes; the start of a request is logged at debug. */
+class QuietStart extends LogController {
+  override incomingRequest(request: FastifyRequest): void {
+    request.log.debug({ req: request }, 'incoming request')
+  }
+}
+
 export interface BuildOptions {
   /** Fastify's `logger` option; defaults to JSON logs with redaction at LOG_LEVEL. */
   logger?: FastifyServerOptions['logger']
@@ -38,8 +45,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     trustProxy: config.TRUST_PROXY,
     bodyLimit: 64 * 1024,
     requestIdHeader: 'x-request-id',
-    // One line per request, when it completes (below), instead of Fastify's two.
-    disableRequestLogging: true,
+    logController: new QuietStart(),
     genReqId: () => randomUUID(),
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
     schemaErrorFormatter: (errors, dataVar) => new Error(validationMessage(errors, dataVar)),
@@ -57,12 +63,6 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
       status === 503 ? 'Service temporarily unavailable: storage is unreachable, nothing was stored' : status >= 500 ? 'Internal Server Error' : error.message
     if (status === 503) reply.header('retry-after', '1')
     return reply.code(status).send({ statusCode: status, error: httpErrorName(status), message })
-  })
-  app.addHook('onRequest', async (request) => {
-    request.log.debug({ req: request }, 'incoming request')
-  })
-  app.addHook('onResponse', async (request, reply) => {
-    request.log.info({ req: request, res: { statusCode: reply.statusCode }, responseTime: reply.elapsedTime }, 'request completed')
   })
   app.setNotFoundHandler((request, reply) =>
     reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `Route ${request.method} ${request.url.split('?')[0]} not found` }),
