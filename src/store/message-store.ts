@@ -221,7 +221,7 @@ export class MessageStore {
         String(this.#ttlSeconds),
         t.settlesSubmission ? '1' : '',
         t.id,
-        ...(t.infobip ? flatten(t.infobip, INFOBIP) : []),
+        t.infobip ? JSON.stringify(t.infobip) : '',
       )
     }
     const replies = (await exec(pipeline)) as string[][]
@@ -401,17 +401,7 @@ function toHash(m: Message): Record<string, string | number> {
 const INFOBIP = 'i.'
 const EVENT = /^e(\d+)$/
 
-/** `{status: {id: 5}}` → `['i.status.id', '5']`: leaves as JSON, nulls left out. */
-export function flatten(value: Record<string, unknown>, prefix: string, into: string[] = []): string[] {
-  for (const [key, leaf] of Object.entries(value)) {
-    if (leaf === null || leaf === undefined) continue
-    if (typeof leaf === 'object' && !Array.isArray(leaf)) flatten(leaf as Record<string, unknown>, `${prefix}${key}.`, into)
-    else into.push(`${prefix}${key}`, JSON.stringify(leaf))
-  }
-  return into
-}
-
-/** The inverse of `flatten`, with keys in sorted order so that equal objects serialise alike. */
+/** `infobip.*` from its `i.<path>` fields (flattened by TRANSITION), keys sorted so that equal objects serialise alike. */
 function unflatten(h: Record<string, string>, prefix: string): Record<string, unknown> | null {
   const fields = Object.keys(h).filter((f) => f.startsWith(prefix)).sort()
   if (fields.length === 0) return null

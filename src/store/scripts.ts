@@ -20,12 +20,23 @@ const indexTable = `{${Object.values(STATUS).map((status, i) => `${status}=${i +
  * KEYS: 1 record hash, 2 fingerprints set, 3 open index, 4… the status indexes
  * ARGV: 1 status, 2 source, 3 at (ISO), 4 at (ms), 5 infobip status name, 6 error JSON,
  *       7 fingerprint, 8 ttl seconds, 9 "1" to clear the in-flight marker of the send worker,
- *       10 message id, 11… `i.<path>`, value pairs of the report that sets this status
+ *       10 message id, 11 the report that sets this status (JSON, or '' to keep the previous one)
  * Returns { result, previous status, seq, submittedAt, callbackUrl, reference }
  */
 export const TRANSITION = `
 local RANK = ${rankTable}
 local INDEX = ${indexTable}
+-- {status = {id = 5}} → 'i.status.id', '5': leaves as JSON, nulls left out.
+local function flatten(prefix, value, out)
+  for key, leaf in pairs(value) do
+    if type(leaf) == 'table' and next(leaf) ~= nil and #leaf == 0 then
+      flatten(prefix .. key .. '.', leaf, out)
+    elseif leaf ~= cjson.null then
+      out[#out + 1] = prefix .. key
+      out[#out + 1] = cjson.encode(leaf)
+    end
+  end
+end
 local meta = redis.call('HMGET', KEYS[1], 'status', 'submittedAt', 'callbackUrl', 'reference')
 local current = meta[1]
 if not current then return {'unmatched'} end
@@ -41,13 +52,13 @@ if ARGV[6] ~= '' then
   fields[#fields + 1] = 'error'
   fields[#fields + 1] = ARGV[6]
 end
-if #ARGV > 10 then
+if ARGV[11] ~= '' then
   local old = {}
   for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
     if string.sub(field, 1, 2) == 'i.' then old[#old + 1] = field end
   end
   if #old > 0 then redis.call('HDEL', KEYS[1], unpack(old)) end
-  for i = 11, #ARGV do fields[#fields + 1] = ARGV[i] end
+  flatten('i.', cjson.decode(ARGV[11]), fields)
 end
 redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('ZREM', KEYS[INDEX[current]], ARGV[10])
