@@ -43,6 +43,10 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const app = Fastify({
     logger,
     trustProxy: config.TRUST_PROXY,
+    // A client that trickles its request is cut off after 30 s. Node's own headersTimeout (60 s)
+    // would otherwise set the pace, so both are given, checked every second.
+    requestTimeout: 30_000,
+    http: { requestTimeout: 30_000, headersTimeout: 30_000, connectionsCheckingInterval: 1_000 },
     bodyLimit: 64 * 1024,
     requestIdHeader: 'x-request-id',
     logController: new QuietStart(),

@@ -54,7 +54,10 @@ export function makeSendProcessor(deps: SendDeps) {
     const claims = await store.claim(ids)
     const ready = ids.filter((_, i) => claims[i] === 'ok')
     const unknown = ids.filter((_, i) => claims[i] === 'unknown')
-    if (unknown.length > 0) ready.push(...(await resolveUnknown(unknown, jobLog)))
+    if (unknown.length > 0) {
+      const resolved = await resolveUnknown(unknown, jobLog).catch((error: Error) => retryOrGiveUp(job, unknown, `outcome unknown, logs lookup failed: ${error.message}`))
+      ready.push(...resolved)
+    }
     if (ready.length === 0) return
 
     const messages = (await store.getMany(ready)).flatMap((m) =>
@@ -162,12 +165,23 @@ export function makeSendProcessor(deps: SendDeps) {
     return retry
   }
 
+  /**
+   * Another attempt later, or, on the last one, FAILED — but only for messages Infobip does not know:
+   * a submission that timed out may have been accepted, and a delivered SMS must not end FAILED.
+   */
   async function retryOrGiveUp(job: Job<SendJob>, ids: string[], reason: string): Promise<never> {
-    if (job.attemptsMade + 1 >= (job.opts.attempts ?? deps.maxAttempts)) {
-      await fail(ids, 'RETRIES_EXHAUSTED', `gave up after ${job.attemptsMade + 1} attempts: ${reason}`)
-      throw new UnrecoverableError(reason)
+    if (job.attemptsMade + 1 < (job.opts.attempts ?? deps.maxAttempts)) throw new RetryableSendError(reason)
+    let unknownToInfobip = ids
+    try {
+      const found = (await infobip.logs(ids)).filter((r) => r.messageId && ids.includes(r.messageId))
+      if (found.length > 0) await transition(found.map(fromLogs))
+      const known = new Set(found.map((r) => r.messageId))
+      unknownToInfobip = ids.filter((id) => !known.has(id))
+    } catch {
+      // The lookup failed too: what remains unknown ends FAILED, as configured.
     }
-    throw new RetryableSendError(reason)
+    await fail(unknownToInfobip, 'RETRIES_EXHAUSTED', `gave up after ${job.attemptsMade + 1} attempts: ${reason}`)
+    throw new UnrecoverableError(reason)
   }
 
   async function fail(ids: string[], code: string, message: string): Promise<void> {

@@ -36,7 +36,9 @@ export async function startWorkers(config: Config, log: Logger): Promise<Running
   const queues: Queue[] = [callbackQueue]
   const workers: Worker[] = []
   const stops: (() => Promise<void> | void)[] = []
-  const common = { connection, prefix: config.KEY_PREFIX, lockDuration: config.JOB_LOCK_MS, stalledInterval: config.JOB_LOCK_MS }
+  // Every processor is idempotent, so a job whose worker died (stalled) may safely run again; BullMQ's
+  // default fails it after a single stall.
+  const common = { connection, prefix: config.KEY_PREFIX, lockDuration: config.JOB_LOCK_MS, stalledInterval: config.JOB_LOCK_MS, maxStalledCount: 10 }
 
   for (const name of listOf(config.WORKER_QUEUES)) {
     if (name === QUEUE.send) {

@@ -6,6 +6,20 @@ import { dlrJobOptions } from '../queues.js'
 import { ErrorResponse } from '../schemas/messages.js'
 import { DLR_MAX_RESULTS, DlrAccepted, DlrBody, DlrHeaders, DlrQuery } from '../schemas/infobip.js'
 
+const MAX_DEPTH = 32
+
+/** True when `value` nests objects or arrays deeper than `limit` (checked without recursion). */
+function deeperThan(value: unknown, limit: number): boolean {
+  const stack: [unknown, number][] = [[value, 0]]
+  while (stack.length > 0) {
+    const [node, depth] = stack.pop()!
+    if (node === null || typeof node !== 'object') continue
+    if (depth >= limit) return true
+    for (const child of Object.values(node)) stack.push([child, depth + 1])
+  }
+  return false
+}
+
 /** 2,000 realistic reports take about 1.5 MB; pretty-printed ones up to twice that. */
 const BODY_LIMIT = 4 * 1024 * 1024
 
@@ -19,7 +33,15 @@ const infobipDlr: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { 
 
   // Whatever Content-Type Infobip or a proxy puts on it, the body must be JSON: not JSON is a 400.
   app.removeAllContentTypeParsers()
-  app.addContentTypeParser('*', { parseAs: 'string' }, app.getDefaultJsonParser('error', 'error'))
+  const parseJson = app.getDefaultJsonParser('error', 'error')
+  app.addContentTypeParser('*', { parseAs: 'string' }, (request, body, done) => {
+    parseJson(request, body as string, (error, value) => {
+      if (error) return done(error)
+      // Reports are a few levels deep; a body nested thousands deep could not even be stored.
+      if (deeperThan(value, MAX_DEPTH)) return done(new HttpError(400, `body is nested deeper than ${MAX_DEPTH} levels`, 'FST_ERR_VALIDATION'))
+      done(null, value)
+    })
+  })
 
   app.post(
     '/infobip-dlr',

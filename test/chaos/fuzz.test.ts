@@ -246,9 +246,7 @@ t.test('a report nested 10,000 deep answers 4xx, not 5xx', async (t) => {
   const body = `{"results":[${'['.repeat(10_000)}${']'.repeat(10_000)}]}`
   const { res, writes } = await observe(() => api.request('POST', `/infobip-dlr?token=${DLR_TOKEN}`, { body, headers: { 'content-type': 'application/json' } }))
   t.equal(writes.length, 0, 'nothing stored')
-  t.ok(res.status < 500, `answered ${res.status}`, {
-    todo: res.status >= 500 ? 'src/routes/infobip-dlr.ts: a body nested deeper than JSON.stringify can follow fails in queue.add (RangeError) with 500' : false,
-  })
+  t.ok(res.status < 500, `answered ${res.status}`)
 })
 
 t.test('the API process is still alive and healthy', async (t) => {
