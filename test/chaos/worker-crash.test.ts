@@ -194,7 +194,16 @@ t.test('dlr: a report job whose worker dies twice is still applied', async (t) =
   // Two workers in turn take the job and are SIGKILLed while it runs (a crash, then another).
   for (let kill = 1; kill <= 2; kill++) {
     const worker = await stack.worker('dlr')
-    const state = await until(async () => ((await job!.isCompleted()) ? 'completed' : (await started()) >= kill && (await job!.isActive()) ? 'active' : undefined), 30_000, `the job taken by worker ${kill}`, 2)
+    const state = await until(
+      async () => {
+        const now = await job!.getState()
+        if (now === 'completed' || now === 'unknown') return 'completed'
+        return (await started()) >= kill && now === 'active' ? 'active' : undefined
+      },
+      30_000,
+      `the job taken by worker ${kill}`,
+      2,
+    )
     await worker.kill('SIGKILL')
     if (state === 'completed') {
       t.comment(`worker ${kill} finished the job before it could be killed: the double crash was not staged`)
@@ -202,7 +211,16 @@ t.test('dlr: a report job whose worker dies twice is still applied', async (t) =
     }
   }
   await stack.worker('dlr')
-  const end = await until(async () => ((await job!.isCompleted()) ? 'completed' : (await job!.isFailed()) ? 'failed' : undefined), 30_000, 'the job to end', 100)
+  // A completed dlr job is removed at once (removeOnComplete): gone means completed.
+  const end = await until(
+    async () => {
+      const state = await job!.getState()
+      return state === 'completed' || state === 'unknown' ? 'completed' : state === 'failed' ? 'failed' : undefined
+    },
+    30_000,
+    'the job to end',
+    100,
+  )
   const failedReason = end === 'failed' ? (await queue.getJob(job!.id!))?.failedReason : undefined
   const delivered = (await stack.statusCounts()).DELIVERED
   t.comment(`a job taken by two workers that both died: ${end}${failedReason ? ` (${failedReason})` : ''}; ${delivered} of 1000 messages got their reports`)
