@@ -1,7 +1,7 @@
 import t from 'tap'
 import { parseReport } from '../../src/domain/reports.js'
 import type { Message, Transition } from '../../src/store/message-store.js'
-import { applyModel, comparable, newModelMessage, random, shuffle, STATUSES, v2Report, v3Report } from '../helpers/reports.js'
+import { applyModel, comparable, newModelMessage, random, shuffle, STATUSES, v2Report, v3Report, witness } from '../helpers/reports.js'
 import { Chaos, DLR_PATH, mapLimit, ordinary, phone, until, BEARER } from './harness.js'
 
 /**
@@ -30,27 +30,6 @@ const transitionOf = (report: unknown): Transition | undefined => {
   return parsed.kind === 'transition' ? parsed.transition : undefined
 }
 
-/**
- * The model applied in the order the stored events show, then every other report: if it reproduces
- * the stored state exactly, the state is a sequential application of the message's reports.
- */
-function witness(stored: ReturnType<typeof comparable>, transitions: readonly Transition[]): ReturnType<typeof comparable> | string {
-  const left = [...transitions]
-  const order: Transition[] = []
-  for (const [i, e] of stored.events.entries()) {
-    if (i === 0) continue
-    const last = i === stored.events.length - 1
-    const at = left.findIndex(
-      (tr) => tr.status === e.status && tr.source === e.source && tr.infobipStatus === e.infobipStatus && (!last || normal(tr.infobip) === normal(stored.infobip)),
-    )
-    if (at < 0) return `no report explains event ${i + 1} (${e.status})`
-    order.push(...left.splice(at, 1))
-  }
-  const model = newModelMessage()
-  const messages = new Map([['x', model]])
-  for (const tr of [...order, ...left]) applyModel(messages, { ...tr, id: 'x' })
-  return comparable(model)
-}
 
 t.test(`${TOTAL.toLocaleString('en')} reports, a third duplicated, shuffled, across three dlr workers: end state equal to a sequential application`, async (t) => {
   const stack = await chaos.stack({ DLR_CONCURRENCY: 4 })

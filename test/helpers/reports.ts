@@ -118,3 +118,27 @@ export function shuffle<T>(items: readonly T[], rand: () => number): T[] {
   }
   return out
 }
+
+/**
+ * Serializability: the model applied to the transitions behind the stored events, in event order,
+ * then to all the others. If that reproduces the stored state exactly, the state is a sequential
+ * application of the message's reports; if no report explains an event, says which.
+ */
+export function witness(stored: ReturnType<typeof comparable>, transitions: readonly Transition[]): ReturnType<typeof comparable> | string {
+  const left = [...transitions]
+  const order: Transition[] = []
+  const infobipOf = (value: unknown) => JSON.stringify(sortKeys(value ?? null))
+  for (const [i, e] of stored.events.entries()) {
+    if (i === 0) continue
+    const last = i === stored.events.length - 1
+    const at = left.findIndex(
+      (tr) => tr.status === e.status && tr.source === e.source && (tr.infobipStatus ?? undefined) === e.infobipStatus && (!last || infobipOf(tr.infobip) === infobipOf(stored.infobip)),
+    )
+    if (at < 0) return `no report explains event ${i + 1} (${e.status})`
+    order.push(...left.splice(at, 1))
+  }
+  const model = newModelMessage()
+  const messages = new Map([['x', model]])
+  for (const tr of [...order, ...left]) applyModel(messages, { ...tr, id: 'x' })
+  return comparable(model)
+}

@@ -12,7 +12,7 @@ import { MessageStore, type Message, type Transition } from '../../src/store/mes
 import type { ReportCounts } from '../../workers/dlr.js'
 import { cleanup, REDIS_URL, spawnWorker, testEnv, waitFor, workerReady } from '../helpers/index.js'
 import {
-  applyModel, comparable, newModelMessage, random, shuffle, sortKeys, STATUSES, v2Report, v3Report, type ModelMessage, type ModelResult,
+  applyModel, comparable, newModelMessage, random, shuffle, sortKeys, STATUSES, v2Report, v3Report, witness, type ModelMessage, type ModelResult,
 } from '../helpers/reports.js'
 
 /**
@@ -59,28 +59,6 @@ async function snapshot(t: Test, ids: string[]) {
 
 const finals = (ts: readonly Transition[]) => new Set(ts.filter((tr) => ['DELIVERED', 'UNDELIVERABLE', 'EXPIRED', 'REJECTED', 'FAILED'].includes(tr.status)).map((tr) => tr.fingerprint))
 
-/**
- * Serializability: the transitions behind the stored events, in event order, then all the others,
- * applied to the model must give exactly the stored state. The last event's transition is the one
- * whose `infobip` is stored. If no order of these reports explains the state, this fails.
- */
-function witness(stored: ReturnType<typeof comparable>, transitions: readonly Transition[]): ReturnType<typeof comparable> | string {
-  const left = [...transitions]
-  const order: Transition[] = []
-  for (const [i, e] of stored.events.entries()) {
-    if (i === 0) continue
-    const last = i === stored.events.length - 1
-    const at = left.findIndex(
-      (tr) => tr.status === e.status && tr.source === e.source && (tr.infobipStatus ?? undefined) === e.infobipStatus && (!last || JSON.stringify(sortKeys(tr.infobip)) === JSON.stringify(stored.infobip)),
-    )
-    if (at < 0) return `no report explains event ${i + 1} (${e.status})`
-    order.push(...left.splice(at, 1))
-  }
-  const model = newModelMessage()
-  const messages = new Map([['x', model]])
-  for (const tr of [...order, ...left]) applyModel(messages, { ...tr, id: 'x' })
-  return comparable(model)
-}
 
 /**
  * What no order can change: with a single final report, the status it sets, and `infobip` from one of
