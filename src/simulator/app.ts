@@ -402,6 +402,16 @@ function violationsOf(err: FastifyError): Violation[] {
 type ErrorBuilder<B> = (code: RefusalCode, description?: string, violations?: Violation[]) => B
 
 /** The body for a refused request: a 400 names the destination that caused it. */
+/** A refused submission gets its error in the API's own shape; a held one (a "timeout") no answer. */
+async function refuseOrHold<B>(sim: Simulator, reply: FastifyReply, result: ReturnType<Simulator['submit']>, build: ErrorBuilder<B>) {
+  if ('refused' in result) {
+    if (result.refused === 429) reply.header('retry-after', '1')
+    return reply.code(result.refused).send(refusal(build, result.refused, result.offender))
+  }
+  await sim.hold(reply)
+  return reply
+}
+
 function refusal<B>(build: ErrorBuilder<B>, code: RefusalCode, offender: Submission | undefined): B {
   if (code !== 400 || !offender) return build(code)
   const description = `Invalid destination address: ${maskPhone(offender.to)} cannot receive messages.`
@@ -422,14 +432,7 @@ const v3Routes: FastifyPluginAsyncTypebox<{ sim: Simulator }> = async (scope, { 
       callbackData: m.webhooks?.callbackData,
     })))
     const result = sim.submit('v3', bulkId, subs)
-    if ('refused' in result) {
-      if (result.refused === 429) reply.header('retry-after', '1')
-      return reply.code(result.refused).send(refusal(v3Error, result.refused, result.offender))
-    }
-    if (result.hold) {
-      await sim.hold(reply)
-      return reply
-    }
+    if ('refused' in result || result.hold) return refuseOrHold(sim, reply, result, v3Error)
     return {
       bulkId,
       messages: result.accepted.map((m) => ({
@@ -460,14 +463,7 @@ const v2Routes: FastifyPluginAsyncTypebox<{ sim: Simulator }> = async (scope, { 
       callbackData: m.callbackData,
     })))
     const result = sim.submit('v2', bulkId, subs)
-    if ('refused' in result) {
-      if (result.refused === 429) reply.header('retry-after', '1')
-      return reply.code(result.refused).send(refusal(v2Error, result.refused, result.offender))
-    }
-    if (result.hold) {
-      await sim.hold(reply)
-      return reply
-    }
+    if ('refused' in result || result.hold) return refuseOrHold(sim, reply, result, v2Error)
     return {
       bulkId,
       messages: result.accepted.map((m) => ({
