@@ -4,13 +4,11 @@ import { pino } from 'pino'
 import { Webhook } from 'standardwebhooks'
 import t, { type Test } from 'tap'
 import { isForbiddenAddress } from '../src/callback-url.js'
-import type { Config } from '../src/config.js'
 import { verifyWebhook } from '../src/webhooks.js'
 import type { Job } from 'bullmq'
 import type { CallbackJob } from '../src/callbacks.js'
 import { makeCallbackProcessor } from '../workers/callback.js'
-import { startWorkers } from '../workers/start.js'
-import { AUTH, buildTestApp, CALLBACK_SECRET, startSimulator, testConfig, waitFor } from './helpers/index.js'
+import { AUTH, buildTestApp, CALLBACK_SECRET, startSystem, testConfig, waitFor } from './helpers/index.js'
 
 interface Received {
   headers: IncomingHttpHeaders
@@ -36,15 +34,9 @@ async function receiver(t: Test, answer: (r: Received, n: number) => number = ()
   return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}/sms-status`, received }
 }
 
-/** API (listening, so the simulator's reports reach it) + simulator + all workers in-process. */
+/** The whole system, and a way to send a message with a callback URL. */
 async function system(t: Test, env: Record<string, string | number | boolean> = {}) {
-  const sim = await startSimulator(t, testConfig('cb-sim'))
-  const base = testConfig('callbacks', { INFOBIP_BASE_URL: sim.url, CALLBACK_BACKOFF_MS: 100, ...env })
-  const app = await buildTestApp(t, base)
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  const config: Config = { ...base, PUBLIC_BASE_URL: `http://127.0.0.1:${(app.server.address() as { port: number }).port}` }
-  const workers = await startWorkers(config, pino({ level: 'silent' }))
-  t.teardown(() => workers.close())
+  const { app, config } = await startSystem(t, 'callbacks', { CALLBACK_BACKOFF_MS: 100, ...env })
   const send = async (to: string, callbackUrl: string) => {
     const res = await app.inject({ method: 'POST', url: '/messages', headers: AUTH, payload: { to, text: 'hi', reference: 'order-7', callbackUrl } })
     t.equal(res.statusCode, 202, res.body)

@@ -1,10 +1,6 @@
-import { Redis } from 'ioredis'
-import { pino } from 'pino'
 import t from 'tap'
-import { createQueue, QUEUE } from '../src/queues.js'
 import type { Message } from '../src/store/message-store.js'
-import { startWorkers } from '../workers/start.js'
-import { AUTH, buildTestApp, REDIS_URL, startSimulator, testConfig, waitFor } from './helpers/index.js'
+import { AUTH, startSystem, waitFor } from './helpers/index.js'
 
 /**
  * The whole path with nothing faked: POST /messages → send worker → simulator → reports POSTed to the
@@ -23,21 +19,11 @@ const OUTCOMES = [
 
 for (const api of ['v3', 'v2'] as const) {
   t.test(`every outcome reaches its final status with the right events (${api})`, async (t) => {
-    const sim = await startSimulator(t, testConfig('e2e-sim'))
     // 0008 and 0010 send two reports, in two POSTs. Infobip gives no order across POSTs, and neither do
     // we: a starved event loop may read two requests in either order. 400 ms apart and with one dlr
     // consumer, they are applied in the order sent; any other order is test/workers/dlr-concurrency.test.ts.
-    const config = testConfig('e2e-dlr', { INFOBIP_BASE_URL: sim.url, INFOBIP_API: api, SIM_DLR_DELAY_MS: 400, DLR_CONCURRENCY: 1 })
-    const app = await buildTestApp(t, config)
-    const apiUrl = await app.listen({ port: 0, host: '127.0.0.1' })
-    const workers = await startWorkers({ ...config, PUBLIC_BASE_URL: apiUrl, WORKER_QUEUES: 'send,dlr' }, pino({ level: 'silent' }))
-    const redis = new Redis(REDIS_URL)
-    const dlrQueue = createQueue(QUEUE.dlr, redis, config)
-    t.teardown(async () => {
-      await workers.close()
-      await dlrQueue.close()
-      redis.disconnect()
-    })
+    const { sim, app } = await startSystem(t, 'e2e-dlr', { INFOBIP_API: api, SIM_DLR_DELAY_MS: 400, DLR_CONCURRENCY: 1, WORKER_QUEUES: 'send,dlr' }, { SIM_DLR_DELAY_MS: 400 })
+    const dlrQueue = app.queues.dlr
 
     const ids = await Promise.all(
       OUTCOMES.map(async ({ to }) => {
@@ -72,6 +58,6 @@ for (const api of ['v3', 'v2'] as const) {
     }
     const undeliverable = (await app.store.get(ids[0]!))!
     t.match(undeliverable.infobip, { error: { id: 27, name: 'EC_ABSENT_SUBSCRIBER' } })
-    t.equal(await redis.llen(app.store.keys.unmatched()), 0, 'no report went unmatched')
+    t.equal(await app.redis.llen(app.store.keys.unmatched()), 0, "no report went unmatched")
   })
 }

@@ -6,12 +6,11 @@ import t, { type Test } from 'tap'
 import { buildApp } from '../src/app.js'
 import type { Config } from '../src/config.js'
 import { SharedMetrics, sharedMetricsKey } from '../src/metrics.js'
-import { createQueue, QUEUE } from '../src/queues.js'
 import { createRedis } from '../src/redis.js'
 import { makeKeys } from '../src/store/keys.js'
 import type { Message } from '../src/store/message-store.js'
 import { startWorkers } from '../workers/start.js'
-import { AUTH, buildTestApp, cleanup, REDIS_URL, startSimulator, testConfig, waitFor } from './helpers/index.js'
+import { AUTH, buildTestApp, cleanup, REDIS_URL, startSystem, testConfig, waitFor } from './helpers/index.js'
 
 const silent = pino({ level: 'silent' })
 
@@ -51,20 +50,8 @@ async function expectSamples(t: Test, scrape: () => Promise<{ samples: Map<strin
 }
 
 t.test('a scrape of another API process shows what the API and the workers counted', async (t) => {
-  const sim = await startSimulator(t, testConfig('metrics-sim', { SIM_DLR_DELAY_MS: 50 }))
-  const config = testConfig('metrics', { INFOBIP_BASE_URL: sim.url })
-  const app = await buildTestApp(t, config)
-  const apiUrl = await app.listen({ port: 0, host: '127.0.0.1' })
-  const workers = await startWorkers({ ...config, PUBLIC_BASE_URL: apiUrl, WORKER_QUEUES: 'send,dlr' }, silent)
-  const redis = new Redis(REDIS_URL)
-  const dlrQueue = createQueue(QUEUE.dlr, redis, config)
-  t.teardown(async () => {
-    await workers.close()
-    await dlrQueue.close()
-    redis.disconnect()
-    // The workers' last flush comes after the app's cleanup.
-    await cleanup(config.KEY_PREFIX)
-  })
+  const { sim, app, config } = await startSystem(t, 'metrics', { WORKER_QUEUES: 'send,dlr' }, { SIM_DLR_DELAY_MS: 50 })
+  const dlrQueue = app.queues.dlr
   const scrape = await secondApp(t, config)
 
   // One request of 7 (one Infobip request), and three alone for their refusals.
@@ -163,7 +150,7 @@ t.test('a scrape of another API process shows what the API and the workers count
   t.notOk([...samples.keys()].some((k) => k.startsWith('http_request_duration_seconds_count{method="POST"')), 'not in the other process')
 
   // The reconciler keeps the number of stale messages in Redis.
-  await redis.set(makeKeys(config.KEY_PREFIX).stale(), '3')
+  await app.redis.set(makeKeys(config.KEY_PREFIX).stale(), '3')
   t.equal((await scrape()).samples.get('sms_messages_stale'), 3)
 })
 

@@ -3,10 +3,12 @@ import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
+import { pino } from 'pino'
 import type { Test } from 'tap'
 import { buildApp } from '../../src/app.js'
 import { loadConfig, type Config } from '../../src/config.js'
 import { buildSimulator } from '../../src/simulator/app.js'
+import { startWorkers } from '../../workers/start.js'
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 export const API_KEY = 'test-api-key-0123456789'
@@ -109,4 +111,23 @@ export function spawnWorker(t: Test, env: Record<string, string>): ChildProcess 
 /** Waits until a spawned worker has logged that it started (LOG_LEVEL must be info or lower). */
 export async function workerReady(child: ChildProcess, timeoutMs = 15_000): Promise<void> {
   await waitFor(() => (child as ChildProcess & { output: string }).output.includes('workers started'), timeoutMs, 'worker start')
+}
+
+/**
+ * The whole system in this process: the simulator, the API listening on a free port (so that the
+ * simulator's reports reach it) and the workers, all on one KEY_PREFIX; closed when the test ends.
+ */
+export async function startSystem(t: Test, name: string, env: Record<string, string | number | boolean> = {}, simEnv: Record<string, string | number | boolean> = {}) {
+  const sim = await startSimulator(t, testConfig(`${name}-sim`, simEnv))
+  const base = testConfig(name, { INFOBIP_BASE_URL: sim.url, ...env })
+  const app = await buildTestApp(t, base)
+  const apiUrl = await app.listen({ port: 0, host: '127.0.0.1' })
+  const config: Config = { ...base, PUBLIC_BASE_URL: apiUrl }
+  const workers = await startWorkers(config, pino({ level: 'silent' }))
+  t.teardown(async () => {
+    await workers.close()
+    // The workers' last metrics flush may land after the app's own cleanup.
+    await cleanup(config.KEY_PREFIX)
+  })
+  return { sim, app, config, apiUrl }
 }
