@@ -4,7 +4,7 @@ import { pino } from 'pino'
 import t, { type Test } from 'tap'
 import type { Message } from '../../src/store/message-store.js'
 import { startWorkers } from '../../workers/start.js'
-import { AUTH, buildTestApp, spawnWorker, startSimulator, testConfig, testEnv, waitFor, workerReady } from '../helpers/index.js'
+import { AUTH, buildTestApp, cleanup, spawnWorker, startSimulator, testConfig, testEnv, waitFor, workerReady } from '../helpers/index.js'
 
 const silent = pino({ level: 'silent' })
 
@@ -14,7 +14,10 @@ async function system(t: Test, env: Record<string, string | number> = {}, infobi
   const config = testConfig('send', { INFOBIP_BASE_URL: infobipUrl ?? sim!.url, ...env })
   const app = await buildTestApp(t, config)
   const workers = await startWorkers({ ...config, WORKER_QUEUES: 'send' }, silent)
-  t.teardown(() => workers.close())
+  t.teardown(async () => {
+    await workers.close()
+    await cleanup(config.KEY_PREFIX)
+  })
   const send = async (to: string, text = 'hello') => {
     const res = await app.inject({ method: 'POST', url: '/messages', headers: AUTH, payload: { to, text } })
     if (res.statusCode !== 202) throw new Error(`POST /messages answered ${res.statusCode}: ${res.body}`)
@@ -148,12 +151,18 @@ t.test('SEND_RATE_LIMIT_PER_SECOND caps submissions across worker processes', as
   await waitFor(async () => (await Promise.all(ids.map(get))).every((m) => m.status === 'PENDING'), 15_000, 'all submitted')
   // 30 submissions at 10 per second need three one-second windows: more than one second.
   t.ok(Date.now() - started > 1000, `took ${Date.now() - started} ms`)
-  const perSecond = new Map<number, number>()
-  for (const m of await Promise.all(ids.map(get))) {
-    const second = Math.floor(Date.parse(m.events[1]!.at) / 1000)
-    perSecond.set(second, (perSecond.get(second) ?? 0) + 1)
+  // Recorded once Infobip answered, a window's submissions can spill into the next second: any k
+  // consecutive seconds hold at most k + 1 windows' budget (without the cap, all 30 land in one).
+  const seconds = (await Promise.all(ids.map(get))).map((m) => Math.floor(Date.parse(m.events[1]!.at) / 1000))
+  const first = Math.min(...seconds)
+  const counts = Array.from({ length: Math.max(...seconds) - first + 1 }, (_, i) => seconds.filter((s) => s === first + i).length)
+  for (let from = 0; from < counts.length; from++) {
+    for (let to = from; to < counts.length; to++) {
+      const span = counts.slice(from, to + 1).reduce((a, b) => a + b, 0)
+      if (span > (to - from + 2) * 10) t.fail(`${span} accepted in ${to - from + 1} s: ${counts}`)
+    }
   }
-  t.ok([...perSecond.values()].every((n) => n <= 12), `accepted per second: ${[...perSecond.values()]}`)
+  t.ok(counts.length >= 2, `accepted per second: ${counts}`)
 })
 
 t.test('a worker killed after Infobip accepted a message: the message is not submitted twice', async (t) => {
