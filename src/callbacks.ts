@@ -33,15 +33,19 @@ export const callbackJobOptions = (config: Pick<Config, 'CALLBACK_MAX_ATTEMPTS' 
   ({
     attempts: config.CALLBACK_MAX_ATTEMPTS,
     backoff: { type: 'exponential', delay: config.CALLBACK_BACKOFF_MS, jitter: 0.5 },
-    removeOnComplete: true,
+    // Delivered callbacks are kept a day, so that a report Infobip repeats does not re-send them.
+    removeOnComplete: { age: 24 * 60 * 60 },
     removeOnFail: false,
   }) as const
 
 /** Callback jobs for the applied transitions of messages that have a callbackUrl. */
 export function callbackJobs(transitions: Transition[], results: TransitionResult[], options: JobsOptions, at = new Date().toISOString()) {
   return transitions.flatMap((t, i) => {
-    const r = results[i]
-    if (r?.result !== 'applied' || !r.callbackUrl) return []
+    const result = results[i]
+    // A duplicate that once changed the status gets its callback job again: the job id is the event
+    // id, so this adds nothing unless a worker died between the change and its callback.
+    const r = result?.result === 'applied' ? result : result?.result === 'duplicate' ? result.earlier : undefined
+    if (!r?.callbackUrl) return []
     const id = eventId(t.id, r.seq)
     const infobip = t.infobip as { status?: unknown; error?: unknown } | undefined
     const payload: CallbackPayload = {
@@ -52,7 +56,7 @@ export function callbackJobs(transitions: Transition[], results: TransitionResul
       previousStatus: r.previous,
       final: isFinal(t.status),
       seq: r.seq,
-      at: t.at ?? at,
+      at: 'at' in r ? r.at : (t.at ?? at),
       infobip: { status: infobip?.status ?? null, error: infobip?.error ?? null },
     }
     return [{ name: 'callback', data: { url: r.callbackUrl, payload }, opts: { ...options, jobId: id } }]

@@ -7,6 +7,8 @@ import { isForbiddenAddress } from '../src/callback-url.js'
 import { verifyWebhook } from '../src/webhooks.js'
 import type { Job } from 'bullmq'
 import type { CallbackJob } from '../src/callbacks.js'
+import type { Transition } from '../src/store/message-store.js'
+import { makeApplyTransitions } from '../workers/transitions.js'
 import { makeCallbackProcessor } from '../workers/callback.js'
 import { AUTH, buildTestApp, CALLBACK_SECRET, startSystem, testConfig, waitFor } from './helpers/index.js'
 
@@ -146,4 +148,27 @@ t.test('at delivery time, a host that resolves to a private address is refused (
   const job = { id: payload.eventId, attemptsMade: 0, data: { url, payload } } as unknown as Job<CallbackJob>
   await t.rejects(processor(job), /forbidden address/)
   t.equal(hook.received.length, 0, 'nothing reached the private address')
+})
+
+t.test('a report applied again (a worker died before adding its callback) gets its callback job back', async (t) => {
+  const app = await buildTestApp(t, testConfig('cb-replay'))
+  const res = await app.inject({ method: 'POST', url: '/messages', headers: AUTH, payload: { to: '+41793026727', text: 'x', callbackUrl: 'https://93.184.216.34/hook' } })
+  const id = res.json().id as string
+  const report: Transition = { id, status: 'DELIVERED', source: 'dlr', infobipStatus: 'DELIVERED_TO_HANDSET', infobip: { status: { groupId: 3, id: 5 } }, fingerprint: '5|0|x' }
+  const apply = makeApplyTransitions({ store: app.store, callbackQueue: app.queues.callback, callbackOptions: {} })
+  // The status change lands, but its callback job is lost with the worker that made it.
+  const [first] = await app.store.transition([report])
+  t.equal(first!.result, 'applied')
+  t.equal(await app.queues.callback.getJob(`${id}-2`), undefined)
+  // The job is retried: the report is a duplicate now, and its callback comes back.
+  const [again] = await apply([report])
+  t.match(again, { result: 'duplicate', earlier: { seq: 2, previous: 'QUEUED' } })
+  const job = await app.queues.callback.getJob(`${id}-2`)
+  t.match(job?.data, { url: 'https://93.184.216.34/hook', payload: { eventId: `${id}-2`, status: 'DELIVERED', previousStatus: 'QUEUED', seq: 2, final: true } })
+  // A duplicate of a report that changed nothing adds nothing.
+  const [late] = await apply([{ ...report, status: 'PENDING', fingerprint: '7|0|y' }])
+  t.equal(late!.result, 'ignored')
+  const [lateAgain] = await apply([{ ...report, status: 'PENDING', fingerprint: '7|0|y' }])
+  t.same(lateAgain, { result: 'duplicate' })
+  t.equal(await app.queues.callback.count(), 1)
 })

@@ -75,10 +75,21 @@ export interface Transition {
   settlesSubmission?: boolean
 }
 
+/** What an applied change made: the event `seq`, and what its callback needs. */
+export interface AppliedChange {
+  previous: Status
+  seq: number
+  submittedAt: number | null
+  callbackUrl: string | null
+  reference: string | null
+}
+
 export type TransitionResult =
-  | { result: 'applied'; previous: Status; seq: number; submittedAt: number | null; callbackUrl: string | null; reference: string | null }
+  | ({ result: 'applied' } & AppliedChange)
   | { result: 'ignored'; current: Status }
-  | { result: 'duplicate' | 'unmatched' }
+  /** `earlier`: the change this report made when it was first applied, if it made one. */
+  | { result: 'duplicate'; earlier?: AppliedChange & { at: string } }
+  | { result: 'unmatched' }
 
 export type ClaimResult = 'missing' | 'done' | 'unknown' | 'ok'
 
@@ -460,20 +471,22 @@ function fromHash(h: Record<string, string>): Message {
 }
 
 function parseTransition(reply: string[]): TransitionResult {
-  const [result, previous, seq, submittedAt, callbackUrl, reference] = reply
+  const [result, previous, seq, submittedAt, callbackUrl, reference, at] = reply
+  const change = (): AppliedChange => ({
+    previous: previous as Status,
+    seq: Number(seq),
+    submittedAt: submittedAt ? Number(submittedAt) : null,
+    callbackUrl: callbackUrl || null,
+    reference: reference || null,
+  })
   switch (result) {
     case 'applied':
-      return {
-        result,
-        previous: previous as Status,
-        seq: Number(seq),
-        submittedAt: submittedAt ? Number(submittedAt) : null,
-        callbackUrl: callbackUrl || null,
-        reference: reference || null,
-      }
+      return { result, ...change() }
     case 'ignored':
       return { result, current: previous as Status }
+    case 'duplicate':
+      return seq ? { result, earlier: { ...change(), at: new Date(Number(at)).toISOString() } } : { result }
     default:
-      return { result: result as 'duplicate' | 'unmatched' }
+      return { result: 'unmatched' }
   }
 }

@@ -9,7 +9,8 @@ const rankTable = `{${Object.entries(RANK).map(([status, rank]) => `${status}=${
 const indexTable = `{${Object.values(STATUS).map((status, i) => `${status}=${i + 4}`).join(',')}}`
 
 /**
- * Applies one status change (SPEC §5 rules 1–4): a fingerprint seen before is a duplicate; a rank not
+ * Applies one status change (SPEC §5 rules 1–4): a fingerprint seen before is a duplicate (the
+ * fingerprints hash maps each to the seq of the event it made, or ''); a rank not
  * higher than the current one is ignored; otherwise status, event, `infobip.*` and `error` are
  * written together. The event is a field `e<seq>` of the record ("status|source|at ms|infobip
  * status"), and `infobip.*` is flattened into `i.<path>` fields holding JSON values: short values
@@ -17,11 +18,12 @@ const indexTable = `{${Object.values(STATUS).map((status, i) => `${status}=${i +
  *
  * The message also moves between the status indexes, and leaves the open index when final.
  *
- * KEYS: 1 record hash, 2 fingerprints set, 3 open index, 4… the status indexes
+ * KEYS: 1 record hash, 2 fingerprints hash, 3 open index, 4… the status indexes
  * ARGV: 1 status, 2 source, 3 at (ISO), 4 at (ms), 5 infobip status name, 6 error JSON,
  *       7 fingerprint, 8 ttl seconds, 9 "1" to clear the in-flight marker of the send worker,
  *       10 message id, 11 the report that sets this status (JSON, or '' to keep the previous one)
- * Returns { result, previous status, seq, submittedAt, callbackUrl, reference }
+ * Returns { result, previous status, seq, submittedAt, callbackUrl, reference }, and for a duplicate
+ * that once changed the status, the same plus the event's time (ms)
  */
 export const TRANSITION = `
 local RANK = ${rankTable}
@@ -42,11 +44,21 @@ local current = meta[1]
 if not current then return {'unmatched'} end
 if ARGV[9] == '1' then redis.call('HDEL', KEYS[1], 'inflight') end
 if ARGV[7] ~= '' then
-  if redis.call('SADD', KEYS[2], ARGV[7]) == 0 then return {'duplicate'} end
+  local seen = redis.call('HGET', KEYS[2], ARGV[7])
+  if seen == '' then return {'duplicate'} end
+  if seen then
+    -- The report changed the status when first applied: say which event it made, so that a retried
+    -- job can add that event's callback, should it have died before doing so.
+    local previous = string.match(redis.call('HGET', KEYS[1], 'e' .. (tonumber(seen) - 1)) or '', '^[^|]*')
+    local at = string.match(redis.call('HGET', KEYS[1], 'e' .. seen) or '', '^[^|]*|[^|]*|([^|]*)') or ''
+    return {'duplicate', previous, seen, meta[2] or '', meta[3] or '', meta[4] or '', at}
+  end
+  redis.call('HSET', KEYS[2], ARGV[7], '')
   redis.call('EXPIRE', KEYS[2], ARGV[8])
 end
 if RANK[ARGV[1]] <= RANK[current] then return {'ignored', current} end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[2], ARGV[7], seq) end
 local fields = {'status', ARGV[1], 'updatedAt', ARGV[3], 'e' .. seq, ARGV[1] .. '|' .. ARGV[2] .. '|' .. ARGV[4] .. '|' .. ARGV[5]}
 if ARGV[6] ~= '' then
   fields[#fields + 1] = 'error'

@@ -129,7 +129,7 @@ async function outage(t: Test, signal: 'SIGTERM' | 'SIGKILL') {
   const found = await stack.store.getMany(ackedIds)
   const missing = ackedIds.filter((_, i) => !found[i])
   const pipeline = chaos.redisClient.pipeline()
-  for (const r of reports) pipeline.sismember(stack.keys.fingerprints(r.id), r.fingerprint)
+  for (const r of reports) pipeline.hexists(stack.keys.fingerprints(r.id), r.fingerprint)
   const applied = (await pipeline.exec())!.filter(([, member]) => member === 1).length
 
   t.equal(missing.length, 0, `every one of the ${ackedIds.length} acknowledged messages is stored`)

@@ -163,7 +163,7 @@ t.test('dlr: a dlr worker SIGKILLed while 20,000 reports are applied; the others
 
   const messages = (await stack.store.getMany(ids)) as Message[]
   const pipeline = chaos.redisClient.pipeline()
-  for (const id of ids) pipeline.smembers(stack.keys.fingerprints(id))
+  for (const id of ids) pipeline.hkeys(stack.keys.fingerprints(id))
   const stored = (await pipeline.exec())!.map(([, members]) => new Set(members as string[]))
   const lost = ids.filter((id, i) => [...fingerprints.get(id)!].some((f) => !stored[i]!.has(f)))
   t.equal(lost.length, 0, `every report was applied: its fingerprint is recorded (messages missing one: ${lost.length})`)
