@@ -59,7 +59,7 @@ export async function acceptMessages(deps: AcceptDeps, bodies: NewMessageBody[],
     deps.onCreated?.(stored.length)
     return { messages: stored, replayed: false }
   } catch (error) {
-    await undo(deps.store, messages.map((m) => m.id), idempotency)
+    if (idempotency) await releaseKey(deps.store, idempotency)
     throw error
   }
 }
@@ -81,10 +81,10 @@ async function enqueue(deps: AcceptDeps, messages: Message[]): Promise<void> {
   deps.store.enqueued(ids).catch(() => {})
 }
 
-async function undo(store: MessageStore, ids: string[], idempotency: Idempotency | undefined): Promise<void> {
-  if (!idempotency) return
+/** The request failed: a retry with the same key is a new request. */
+async function releaseKey(store: MessageStore, idempotency: Idempotency): Promise<void> {
   await store.releaseIdempotencyKey(idempotency.scope, idempotency.key).catch(() => {
-    // Redis is gone; the key expires on its own, and a retry with it then finds no message.
+    // Redis is gone: the key expires on its own within 24 h.
   })
 }
 
