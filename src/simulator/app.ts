@@ -8,6 +8,7 @@ import {
   type Api, type DeliveryReport, type RefusalCode, type SentMessage, type Shown, type Violation,
 } from './outcomes.js'
 import { Reporter } from './reporter.js'
+import { Timers } from './timers.js'
 
 /**
  * The built-in Infobip simulator (SPEC §8): Infobip's send and logs API, delivery reports pushed to each
@@ -180,7 +181,7 @@ class Simulator {
   private readonly messages = new Map<string, SimMessage>()
   /** Refusals already answered per message (by messageId, else by number), for 0004 and 0005. */
   private readonly refusals = new Map<string, number>()
-  private readonly timers = new Set<NodeJS.Timeout>()
+  private readonly timers = new Timers()
   private readonly waits = new Set<() => void>()
   private injectedFailures = 0
   private readonly expectedAuth: Buffer
@@ -272,7 +273,6 @@ class Simulator {
 
   /** onClose: no report timer or retry survives the app. */
   async close(): Promise<void> {
-    for (const timer of this.timers) clearTimeout(timer)
     this.timers.clear()
     await this.reporter.close()
   }
@@ -330,7 +330,7 @@ class Simulator {
       const due = this.config.SIM_DLR_DELAY_MS * (i + 1)
       const doneAt = sent.sentAt + due + i
       const report = deliveryReport(sent, step, doneAt) // built once: repeated POSTs are byte-identical
-      this.later(due, () => {
+      this.timers.later(due, () => {
         if (supersedes(step.status, record.shown?.status)) record.shown = { status: step.status, error: step.error, doneAt }
         if (url) for (let k = 0; k < step.posts; k++) this.reporter.enqueue(url, report)
       })
@@ -348,14 +348,6 @@ class Simulator {
     this.messages.set(m.messageId, m)
     if (this.messages.size > MAX_MESSAGES) this.messages.delete(this.messages.keys().next().value!)
     return m
-  }
-
-  private later(ms: number, fn: () => void): void {
-    const timer = setTimeout(() => {
-      this.timers.delete(timer)
-      fn()
-    }, ms)
-    this.timers.add(timer)
   }
 }
 

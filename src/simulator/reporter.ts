@@ -1,5 +1,6 @@
 import { Agent, request } from 'undici'
 import type { FastifyBaseLogger } from 'fastify'
+import { Timers } from './timers.js'
 
 /**
  * Posts delivery reports the way Infobip does: `{ results: [...] }` batches of up to 100 per URL,
@@ -30,7 +31,7 @@ export interface ReporterCounts {
 export class Reporter<T extends object> {
   readonly counts: ReporterCounts = { posted: 0, failedPosts: 0, dropped: 0 }
   private readonly queues = new Map<string, T[]>()
-  private readonly timers = new Set<NodeJS.Timeout>()
+  private readonly timers = new Timers()
   private readonly agent: Agent
   private closed = false
   private readonly windowMs: number
@@ -54,7 +55,7 @@ export class Reporter<T extends object> {
     if (!queue) {
       queue = []
       this.queues.set(url, queue)
-      this.later(this.windowMs, () => this.flush(url))
+      this.timers.later(this.windowMs, () => this.flush(url))
     }
     queue.push(report)
   }
@@ -62,7 +63,6 @@ export class Reporter<T extends object> {
   /** Stops every timer and aborts the POSTs in flight; nothing is retried afterwards. */
   async close(): Promise<void> {
     this.closed = true
-    for (const timer of this.timers) clearTimeout(timer)
     this.timers.clear()
     this.queues.clear()
     await this.agent.destroy()
@@ -91,7 +91,7 @@ export class Reporter<T extends object> {
     }
     const n = retry + 1
     this.opts.log.info({ url: target, reports: batch.length, failure, retry: n }, 'report POST failed; will retry')
-    this.later(this.retryUnitMs * (1 + n * n), () => void this.post(url, batch, n))
+    this.timers.later(this.retryUnitMs * (1 + n * n), () => void this.post(url, batch, n))
   }
 
   /** Resolves to undefined on a 2xx, else to a short reason. Never rejects. */
@@ -108,14 +108,6 @@ export class Reporter<T extends object> {
     } catch (err) {
       return (err as NodeJS.ErrnoException).code ?? (err as Error).name
     }
-  }
-
-  private later(ms: number, fn: () => void): void {
-    const timer = setTimeout(() => {
-      this.timers.delete(timer)
-      fn()
-    }, ms)
-    this.timers.add(timer)
   }
 }
 
