@@ -131,3 +131,27 @@ export async function startSystem(t: Test, name: string, env: Record<string, str
   })
   return { sim, app, config, apiUrl }
 }
+
+/**
+ * Counts the writes a Redis connection makes to its socket: ioredis writes a whole pipeline or MULTI
+ * at once, so this is the number of round trips. Writes whose start matches `ignore` (background
+ * work) are not counted. Restored when the test ends.
+ */
+export function countWrites(t: Test, redis: Redis, ignore?: RegExp): { reset(): void; readonly count: number } {
+  const stream = (redis as unknown as { stream: { write: (...args: unknown[]) => boolean } }).stream
+  const write = stream.write
+  let count = 0
+  stream.write = function (this: unknown, ...args: unknown[]) {
+    if (!ignore?.test(String(args[0]).slice(0, 200))) count++
+    return write.apply(this, args)
+  }
+  t.teardown(() => {
+    stream.write = write
+  })
+  return {
+    reset: () => void (count = 0),
+    get count() {
+      return count
+    },
+  }
+}

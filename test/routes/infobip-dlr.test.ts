@@ -10,7 +10,7 @@ import { loggerOptions } from '../../src/logger.js'
 import dlrAuth from '../../src/plugins/dlr-auth.js'
 import { QUEUE, type DlrJob } from '../../src/queues.js'
 import { makeDlrProcessor } from '../../workers/dlr.js'
-import { buildTestApp, cleanup, DLR_TOKEN, REDIS_URL, testConfig } from '../helpers/index.js'
+import { buildTestApp, cleanup, countWrites, DLR_TOKEN, REDIS_URL, testConfig } from '../helpers/index.js'
 import { STATUSES, v2Report, v3Report } from '../helpers/reports.js'
 
 const config = testConfig('dlr-route')
@@ -48,16 +48,9 @@ t.test('the token is accepted as ?token=, X-Webhook-Token or the Basic password;
 
 t.test('a POST costs one round trip to Redis: the job, nothing else', async (t) => {
   await post({ results: [v3Report('warm-up')] })
-  const socket = (app.queueRedis as unknown as { stream: { write: (...args: unknown[]) => boolean } }).stream
-  const write = socket.write
-  let writes = 0
-  socket.write = function (...args: unknown[]) {
-    writes++
-    return write.apply(this, args)
-  }
-  t.teardown(() => void (socket.write = write))
+  const writes = countWrites(t, app.queueRedis)
   t.equal((await post({ results: Array.from({ length: 100 }, (_, i) => v3Report(`m${i}`)) })).statusCode, 200)
-  t.equal(writes, 1)
+  t.equal(writes.count, 1)
 })
 
 t.test('a missing or wrong token in any form answers 401 and stores nothing', async (t) => {

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { AUTH, buildTestApp, testConfig } from '../helpers/index.js'
+import { AUTH, buildTestApp, countWrites, testConfig } from '../helpers/index.js'
 
 const config = testConfig('messages')
 const app = await buildTestApp(t, config)
@@ -165,22 +165,13 @@ t.test('batch: one invalid item refuses the whole batch and stores nothing', asy
 })
 
 t.test('batch: a constant number of Redis round trips, whatever its size', async (t) => {
-  const stream = (app.redis as unknown as { stream: { write: (...args: unknown[]) => boolean } }).stream
-  const write = stream.write
-  let writes = 0
-  stream.write = function (this: unknown, ...args: unknown[]) {
-    // Background writes (metrics flushes, queue metadata) are not the request's round trips.
-    if (!/:metrics|:meta\b/.test(String(args[0]).slice(0, 200))) writes++
-    return write.apply(this, args)
-  }
-  t.teardown(() => {
-    stream.write = write
-  })
+  // Background writes (metrics flushes, queue metadata) are not the request's round trips.
+  const writes = countWrites(t, app.redis, /:metrics|:meta\b/)
   const count = async (n: number) => {
-    writes = 0
+    writes.reset()
     const res = await post({ messages: Array.from({ length: n }, (_, i) => ({ to: '+41793026727', text: `m${i}` })) }, {}, '/messages/batch')
     t.equal(res.statusCode, 202)
-    return writes
+    return writes.count
   }
   await count(1)
   const small = await count(2)

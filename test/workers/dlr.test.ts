@@ -8,7 +8,7 @@ import type { DlrJob } from '../../src/queues.js'
 import { connectOrExplain, createRedis } from '../../src/redis.js'
 import { MessageStore } from '../../src/store/message-store.js'
 import { makeDlrProcessor, type ReportResult } from '../../workers/dlr.js'
-import { cleanup, REDIS_URL, testConfig } from '../helpers/index.js'
+import { cleanup, countWrites, REDIS_URL, testConfig } from '../helpers/index.js'
 import { STATUSES, v2Report, v3Report } from '../helpers/reports.js'
 
 const config = testConfig('dlr-worker')
@@ -97,22 +97,15 @@ t.test('unknown messageIds: counted, kept in the capped list, logged without num
 })
 
 t.test('a batch costs the same few round trips whatever its size', async (t) => {
-  const socket = (redis as unknown as { stream: { write: (...args: unknown[]) => boolean } }).stream
-  const write = socket.write
-  let writes = 0
-  socket.write = function (...args: unknown[]) {
-    writes++
-    return write.apply(this, args)
-  }
-  t.teardown(() => void (socket.write = write))
+  const writes = countWrites(t, redis)
 
   const roundTrips = async (n: number) => {
     const ids = await create(n)
     // Known, duplicated and unknown messages alike, so that every path of the processor runs.
     const results = [...ids.map((id) => v3Report(id)), ...ids.map((id) => v3Report(id)), v3Report('nobody')]
-    writes = 0
+    writes.reset()
     await apply(job(results))
-    return writes
+    return writes.count
   }
   const small = await roundTrips(2)
   const large = await roundTrips(1000)
