@@ -92,6 +92,17 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, required: reado
   return config
 }
 
+/** For entry points: the config, or the one-line reason on stderr and exit code 1. */
+export function loadConfigOrExit(env: NodeJS.ProcessEnv, required: readonly ConfigKey[]): Config {
+  try {
+    return loadConfig(env, required)
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error
+    console.error(error.message)
+    process.exit(1)
+  }
+}
+
 export const listOf = (value: string | undefined): string[] =>
   (value ?? '').split(',').map((s) => s.trim()).filter(Boolean)
 

@@ -1,6 +1,6 @@
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
-import { ConfigError, loadConfig, type Config } from './config.js'
+import { loadConfigOrExit, REQUIRED } from './config.js'
 import { createLogger } from './logger.js'
 import { buildSimulator } from './simulator/app.js'
 import { startWorkers } from '../workers/start.js'
@@ -32,14 +32,7 @@ const useSimulator = !env.INFOBIP_BASE_URL
 if (useSimulator) env.INFOBIP_BASE_URL = `http://127.0.0.1:${env.SIM_PORT ?? 3001}`
 if (!env.PUBLIC_BASE_URL) env.PUBLIC_BASE_URL = `http://localhost:${env.PORT ?? 3000}`
 
-let config: Config
-try {
-  config = loadConfig(env, ['API_KEYS', 'DLR_WEBHOOK_TOKEN', 'INFOBIP_BASE_URL', 'INFOBIP_API_KEY'])
-} catch (error) {
-  if (!(error instanceof ConfigError)) throw error
-  console.error(error.message)
-  process.exit(1)
-}
+const config = loadConfigOrExit(env, [...REQUIRED.api, ...REQUIRED.worker])
 
 const log = createLogger(config.LOG_LEVEL)
 const closers: (() => Promise<unknown>)[] = []

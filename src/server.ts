@@ -1,16 +1,9 @@
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
-import { ConfigError, loadConfig, REQUIRED } from './config.js'
+import { loadConfigOrExit, REQUIRED } from './config.js'
 
 /** `npm start`: the API alone. Configuration errors and an unreachable Redis end it with one line. */
-let config
-try {
-  config = loadConfig(process.env, REQUIRED.api)
-} catch (error) {
-  if (!(error instanceof ConfigError)) throw error
-  console.error(error.message)
-  process.exit(1)
-}
+const config = loadConfigOrExit(process.env, REQUIRED.api)
 
 const app = await buildApp(config).catch((error: Error) => {
   console.error(error.message)

@@ -1,18 +1,11 @@
 import closeWithGrace from 'close-with-grace'
-import { ConfigError, loadConfig, REQUIRED, type Config } from '../src/config.js'
+import { loadConfigOrExit, REQUIRED } from '../src/config.js'
 import { createLogger } from '../src/logger.js'
 import { startWorkers, type RunningWorkers } from './start.js'
 
 /** `npm run worker`: the workers named in WORKER_QUEUES, until SIGTERM or SIGINT. */
 async function main() {
-  let config: Config
-  try {
-    config = loadConfig(process.env, REQUIRED.worker)
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error
-    console.error(error.message)
-    process.exit(1)
-  }
+  const config = loadConfigOrExit(process.env, REQUIRED.worker)
   const log = createLogger(config.LOG_LEVEL, 'worker')
   let running: RunningWorkers
   try {

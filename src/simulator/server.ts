@@ -1,20 +1,10 @@
 import closeWithGrace from 'close-with-grace'
-import { ConfigError, loadConfig, REQUIRED, type Config } from '../config.js'
+import { loadConfigOrExit, REQUIRED } from '../config.js'
 import { buildSimulator } from './app.js'
 
 /** `npm run simulator`: the Infobip simulator alone, on SIM_PORT. */
 
-function configOrExit(): Config {
-  try {
-    return loadConfig(process.env, REQUIRED.simulator)
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err
-    console.error(err.message)
-    process.exit(1)
-  }
-}
-
-const config = configOrExit()
+const config = loadConfigOrExit(process.env, REQUIRED.simulator)
 const app = buildSimulator(config, { logger: { level: config.LOG_LEVEL } })
 
 closeWithGrace({ delay: 10_000 }, async ({ err, signal }) => {
