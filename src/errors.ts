@@ -17,13 +17,6 @@ export class FieldError extends HttpError {
   }
 }
 
-/** Redis could not be reached: nothing was stored, the client may retry. */
-export class UnavailableError extends HttpError {
-  constructor(message = 'Service temporarily unavailable: storage is unreachable, nothing was stored') {
-    super(503, message, 'STORE_UNAVAILABLE')
-  }
-}
-
 const REDIS_DOWN = /enableOfflineQueue|Connection is closed|ECONNREFUSED|ECONNRESET|ETIMEDOUT|Command timed out|Reached the max retries|Stream isn't writeable|connect ETIMEDOUT|LOADING/i
 
 /** True for the errors ioredis raises when Redis is unreachable. */
