@@ -1,12 +1,11 @@
 import { createHash } from 'node:crypto'
-import type { Queue } from 'bullmq'
 import { monotonicFactory } from 'ulid'
 import { callbackUrlProblem } from './callback-url.js'
 import type { Config } from './config.js'
 import { normalizePhone } from './domain/phone.js'
 import { analyzeText, MAX_SEGMENTS } from './domain/segments.js'
 import { FieldError, HttpError } from './errors.js'
-import { SEND_BATCH_SIZE, sendJobOptions, type SendJob } from './queues.js'
+import type { GroupCommit } from './group-commit.js'
 import type { NewMessageBody } from './schemas/messages.js'
 import type { Message, MessageStore, NewMessage } from './store/message-store.js'
 
@@ -17,7 +16,8 @@ export const newMessageId = (): string => `msg_${ulid()}`
 export interface AcceptDeps {
   config: Config
   store: MessageStore
-  sendQueue: Queue<SendJob>
+  /** Stores the messages and adds their send jobs. */
+  writer: GroupCommit
   /** Called once the messages and their jobs exist (never for an idempotent replay): metrics. */
   onCreated?: (count: number) => void
 }
@@ -35,9 +35,8 @@ export interface Accepted {
 }
 
 /**
- * Turns validated bodies into stored messages and send jobs. All or nothing: the records go in one
- * MULTI, the jobs in one addBulk; if the jobs cannot be added the records are removed again, so a
- * 503 leaves nothing behind.
+ * Turns validated bodies into stored messages and send jobs (through the group commit: all or
+ * nothing, so a 503 leaves nothing behind), or answers an Idempotency-Key replay.
  */
 export async function acceptMessages(deps: AcceptDeps, bodies: NewMessageBody[], fieldPrefix: (i: number) => string, idempotency?: Idempotency): Promise<Accepted> {
   const now = Date.now()
@@ -54,8 +53,7 @@ export async function acceptMessages(deps: AcceptDeps, bodies: NewMessageBody[],
   }
 
   try {
-    const stored = await deps.store.create(messages, new Date(now))
-    await enqueue(deps, stored)
+    const stored = await deps.writer.write(messages)
     deps.onCreated?.(stored.length)
     return { messages: stored, replayed: false }
   } catch (error) {
@@ -64,48 +62,10 @@ export async function acceptMessages(deps: AcceptDeps, bodies: NewMessageBody[],
   }
 }
 
-async function enqueue(deps: AcceptDeps, messages: Message[]): Promise<void> {
-  const ids = messages.map((m) => m.id)
-  try {
-    const jobs = sendJobs(messages, deps.config)
-    // One job is one script call; addBulk would start a MULTI, which costs more than it saves.
-    if (jobs.length === 1) await deps.sendQueue.add(jobs[0]!.name, jobs[0]!.data, jobs[0]!.opts)
-    else await deps.sendQueue.addBulk(jobs)
-  } catch (error) {
-    await deps.store.remove(ids).catch(() => {
-      // Redis is gone: the records stay in the outbox, from which the send workers enqueue them.
-    })
-    throw error
-  }
-  // Not awaited: should it fail, the outbox sweeper finds jobs that exist, which is harmless.
-  deps.store.enqueued(ids).catch(() => {})
-}
-
 /** The request failed: a retry with the same key is a new request. */
 async function releaseKey(store: MessageStore, idempotency: Idempotency): Promise<void> {
   await store.releaseIdempotencyKey(idempotency.scope, idempotency.key).catch(() => {
     // Redis is gone: the key expires on its own within 24 h.
-  })
-}
-
-/** Messages created together with the same send time share jobs of up to 100. */
-export function sendJobs(messages: Message[], config: Config) {
-  const groups = new Map<string, Message[]>()
-  for (const m of messages) {
-    const group = groups.get(m.sendAt ?? '') ?? []
-    group.push(m)
-    groups.set(m.sendAt ?? '', group)
-  }
-  const options = sendJobOptions(config)
-  const now = Date.now()
-  return [...groups].flatMap(([sendAt, group]) => {
-    const delay = sendAt ? Math.max(0, Date.parse(sendAt) - now) : 0
-    const jobs = []
-    for (let i = 0; i < group.length; i += SEND_BATCH_SIZE) {
-      const ids = group.slice(i, i + SEND_BATCH_SIZE).map((m) => m.id)
-      jobs.push({ name: 'send', data: { ids }, opts: { ...options, jobId: ids[0]!, ...(delay > 0 ? { delay } : {}) } })
-    }
-    return jobs
   })
 }
 

@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto'
 import fastifyEnv from '@fastify/env'
-import fastifyHelmet from '@fastify/helmet'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, { LogController, type FastifyError, type FastifyRequest, type FastifyInstance, type FastifySchemaValidationError, type FastifyServerOptions } from 'fastify'
 import { ConfigSchema, type Config } from './config.js'
 import { HttpError, isRedisUnavailable } from './errors.js'
 import { loggerOptions } from './logger.js'
 import authPlugin from './plugins/auth.js'
+import securityHeaders from './plugins/security-headers.js'
 import bullBoardPlugin from './plugins/bull-board.js'
 import docsPlugin from './plugins/docs.js'
 import metricsPlugin from './plugins/metrics.js'
@@ -73,7 +73,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   )
 
   try {
-    await app.register(fastifyHelmet, { global: true })
+    await app.register(securityHeaders)
     await app.register(storePlugin, { config })
     await app.register(authPlugin, { config })
     await app.register(bullBoardPlugin, { config })

@@ -1,7 +1,7 @@
 import type { Queue } from 'bullmq'
 import type { Logger } from 'pino'
 import type { Config } from '../src/config.js'
-import { sendJobs } from '../src/accept-messages.js'
+import { sendJobs } from '../src/group-commit.js'
 import type { SendJob } from '../src/queues.js'
 import type { MessageStore } from '../src/store/message-store.js'
 

@@ -19,12 +19,10 @@ export async function bareFastify(ctx: Ctx): Promise<{ rows: Row[]; ceilings: Ba
   const bare = await startBare(ctx.settings)
   try {
     const measure = async (path: string, body: string, warm: number, perRequest: number, scenario: string, unit: string) => {
-      const meter = await startMeter(ctx, [bare.child])
-      const { run } = await warmThenFire(ctx, `${bare.url}${path}`, body, warm)
-      const cpu = await meter()
+      const { run, cpu } = await warmThenFire(ctx, [bare.child], `${bare.url}${path}`, body, warm)
       const row: Row = {
         scenario, figure: run.perSecond * perRequest, unit, p50Ms: run.p50Ms, p99Ms: run.p99Ms, checks: [noFailures('bare', run)],
-        notes: `${cpu.text}; ${cpuPer(cpu, bare.child, run.ok, 'request')} (warm-up included)`,
+        notes: `${cpu.text}; ${cpuPer(cpu, bare.child, run.ok, 'request')}`,
       }
       return { run, row }
     }

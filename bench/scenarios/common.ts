@@ -27,19 +27,26 @@ export const TTL_DAYS = 30
 
 export const prefixOf = (ctx: Ctx, scenario: string): string => `${ctx.runId}-${scenario}`
 
-/** Warm-up requests per kind of body: about a second's worth on a laptop. */
+/** First warm-up, in requests per kind of body: well under a second's worth on a laptop. */
 export const WARM = { single: 2000, batch: 100, dlr: 300 }
+/** Then this many seconds more at the rate the first warm-up saw: V8 optimises the hot paths meanwhile. */
+const WARM_SECONDS = 2
 
 /**
- * A warm-up of `warmRequests` (JIT, connection pools), then the timed run: about `seconds` worth of
- * requests at the warm-up's rate. Both send a fixed number of requests and wait for every answer, so
- * that what the server stored can be compared exactly with what it acknowledged.
+ * A warm-up (JIT, connection pools), then the timed run of about `seconds` worth of requests at the
+ * warm-up's rate, with the CPU of `children` metered over the timed run only. Every load sends a fixed
+ * number of requests and waits for every answer, so that what the server stored can be compared
+ * exactly with what it acknowledged (`acknowledged` counts the warm-ups too).
  */
-export async function warmThenFire(ctx: Ctx, url: string, body: string, warmRequests: number, headers: Record<string, string> = {}) {
-  const warm = await fire({ url, body, headers, connections: ctx.connections, amount: warmRequests })
-  const amount = Math.max(ctx.connections, Math.round(((warm.ok + warm.non2xx) / warm.seconds) * ctx.seconds * 1.2))
-  const run = await fire({ url, body, headers, connections: ctx.connections, amount })
-  return { warm, run }
+export async function warmThenFire(ctx: Ctx, children: Child[], url: string, body: string, warmRequests: number, headers: Record<string, string> = {}) {
+  const load = (amount: number) => fire({ url, body, headers, connections: ctx.connections, amount })
+  const rate = (r: LoadResult) => (r.ok + r.non2xx) / r.seconds
+  const first = await load(warmRequests)
+  const second = await load(Math.max(ctx.connections, Math.round(rate(first) * WARM_SECONDS)))
+  const meter = await startMeter(ctx, children)
+  const run = await load(Math.max(ctx.connections, Math.round(rate(second) * ctx.seconds * 1.2)))
+  const cpu = await meter()
+  return { run, cpu, acknowledged: first.ok + second.ok + run.ok }
 }
 
 export const noFailures = (what: string, r: LoadResult): Check =>

@@ -25,7 +25,7 @@ declare module 'fastify' {
  */
 export default fp(
   async function storePlugin(app, { config }: { config: Config }) {
-    const redis = createRedis(config.REDIS_URL, 'producer')
+    const redis = createRedis(config.REDIS_URL, 'producer', { enableAutoPipelining: true })
     await connectOrExplain(redis, config.REDIS_URL)
     // The queues get a connection of their own: ioredis copies a connection's defined scripts into
     // every pipeline it starts, and BullMQ defines dozens, which would slow every store pipeline.

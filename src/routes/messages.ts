@@ -2,6 +2,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { acceptMessages } from '../accept-messages.js'
 import type { Config } from '../config.js'
+import { GroupCommit } from '../group-commit.js'
 import { normalizePhone } from '../domain/phone.js'
 import { FieldError, HttpError } from '../errors.js'
 import { countCreated } from '../metrics.js'
@@ -13,7 +14,8 @@ const security = [{ bearerAuth: [] }]
 
 /** `POST /messages`, `POST /messages/batch`, `GET /messages/:id` (SPEC §4). */
 const messages: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { config }) => {
-  const deps = { config, store: app.store, sendQueue: app.queues.send, onCreated: (n: number) => countCreated(app.metrics, n) }
+  const writer = new GroupCommit({ store: app.store, sendQueue: app.queues.send, config })
+  const deps = { config, store: app.store, writer, onCreated: (n: number) => countCreated(app.metrics, n) }
   app.addHook('onRequest', app.authenticate)
   await registerRateLimit(app, config)
 
