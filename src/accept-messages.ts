@@ -11,7 +11,8 @@ import type { Message, MessageStore, NewMessage } from './store/message-store.js
 
 const MAX_SCHEDULE_MS = 180 * 24 * 60 * 60 * 1000
 const ulid = monotonicFactory()
-export const newMessageId = (): string => `msg_${ulid()}`
+/** `msg_` and a ULID, whose first ten characters are the time (ms): ids sort by creation. */
+export const newMessageId = (time = Date.now()): string => `msg_${ulid(time)}`
 
 export interface AcceptDeps {
   config: Config
@@ -99,7 +100,8 @@ function prepare(body: NewMessageBody, field: string, config: Config, now: numbe
     sendAt = new Date(at).toISOString()
   }
   return {
-    id: newMessageId(),
+    id: newMessageId(now),
+    createdAt: new Date(now),
     to,
     from: body.from ?? config.INFOBIP_SENDER,
     text: body.text,

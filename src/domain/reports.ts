@@ -34,14 +34,17 @@ export function parseReport(raw: unknown): ParsedReport {
       source: 'dlr',
       infobipStatus: status.name ?? undefined,
       infobip: kept(report),
-      fingerprint: fingerprint(messageId, status.id, error?.id, doneAt),
+      fingerprint: fingerprint(status.id, error?.id, doneAt),
     },
   }
 }
 
-/** SPEC §5 rule 2: the same messageId, status.id, error.id and doneAt make a duplicate. */
-export const fingerprint = (messageId: string, statusId?: number | null, errorId?: number | null, doneAt?: string | null): string =>
-  `${messageId}|${statusId ?? ''}|${errorId ?? ''}|${doneAt ?? ''}`
+/**
+ * SPEC §5 rule 2: the same messageId, status.id, error.id and doneAt make a duplicate. Fingerprints
+ * are kept per message, so the messageId is not part of one.
+ */
+export const fingerprint = (statusId?: number | null, errorId?: number | null, doneAt?: string | null): string =>
+  `${statusId ?? ''}|${errorId ?? ''}|${doneAt ?? ''}`
 
 function kept(report: DeliveryReport): Record<string, unknown> {
   const infobip: Record<string, unknown> = {}

@@ -2,7 +2,7 @@ import { STATUS, type Status } from '../domain/status.js'
 
 /**
  * Every Redis key name of the service. Per-message keys carry the message id as a hash tag
- * (`{msg_…}`), so that the record (events included) and its report fingerprints live in one slot and every
+ * (`{msg_…}`), so that the record (events and report fingerprints included) and its `infobip` JSON live in one slot and every
  * script touches one slot, as Redis Cluster requires.
  *
  * The indexes (`idx:*`) are sorted sets whose members are message ids. Ids are ULIDs, which sort by
@@ -11,7 +11,8 @@ import { STATUS, type Status } from '../domain/status.js'
  */
 export interface Keys {
   message(id: string): string
-  fingerprints(id: string): string
+  /** The `infobip` object of the report that set the current status, as JSON. */
+  infobip(id: string): string
   idempotency(scope: string, key: string): string
   outbox(): string
   unmatched(): string
@@ -32,7 +33,7 @@ export function makeKeys(prefix: string): Keys {
   const byStatus = (status: Status) => `${prefix}:idx:status:${status}`
   return {
     message: (id) => `${prefix}:msg:{${id}}`,
-    fingerprints: (id) => `${prefix}:msg:{${id}}:fp`,
+    infobip: (id) => `${prefix}:msg:{${id}}:infobip`,
     idempotency: (scope, key) => `${prefix}:idem:{${scope}}:${key}`,
     outbox: () => `${prefix}:outbox`,
     unmatched: () => `${prefix}:dlr:unmatched`,

@@ -24,6 +24,8 @@ export interface NewMessage {
   validityPeriodMinutes?: number | undefined
   encoding: 'GSM-7' | 'UCS-2'
   segments: number
+  /** When it was accepted (the time in its id); default: when it is stored. */
+  createdAt?: Date | undefined
 }
 
 export interface MessageEvent {
@@ -137,10 +139,9 @@ export class MessageStore {
    * the outbox until their send jobs exist, so that a crash between the two writes loses nothing.
    */
   async create(messages: NewMessage[], now = new Date()): Promise<Message[]> {
-    const at = now.toISOString()
     const ttl = String(this.#ttlSeconds)
     const ms = String(now.getTime())
-    const created = messages.map((m) => newMessage(m, at))
+    const created = messages.map((m) => newMessage(m, (m.createdAt ?? now).toISOString()))
     const args = (message: Message) => [
       this.keys.message(message.id),
       this.keys.outbox(),
@@ -172,7 +173,7 @@ export class MessageStore {
   /** Removes messages whose creation could not be completed (their jobs could not be added). */
   async remove(ids: string[]): Promise<void> {
     const multi = this.#redis.multi()
-    for (const id of ids) multi.del(this.keys.message(id), this.keys.fingerprints(id))
+    for (const id of ids) multi.del(this.keys.message(id), this.keys.infobip(id))
     multi.zrem(this.keys.outbox(), ...ids)
     await exec(multi)
   }
@@ -188,9 +189,20 @@ export class MessageStore {
 
   async getMany(ids: string[]): Promise<(Message | undefined)[]> {
     const pipeline = this.#redis.pipeline()
-    for (const id of ids) pipeline.hgetall(this.keys.message(id))
-    const replies = (await exec(pipeline)) as Record<string, string>[]
-    return replies.map((hash) => (hash.id ? fromHash(hash) : undefined))
+    for (const id of ids) pipeline.hgetall(this.keys.message(id)).get(this.keys.infobip(id))
+    const replies = (await exec(pipeline)) as (Record<string, string> | string | null)[]
+    return ids.map((_, i) => {
+      const hash = replies[2 * i] as Record<string, string>
+      return hash.id ? fromHash(hash, replies[2 * i + 1] as string | null) : undefined
+    })
+  }
+
+  /** The fingerprints of the reports recorded for each message (applied, ignored or duplicate). */
+  async fingerprints(ids: string[]): Promise<Set<string>[]> {
+    const pipeline = this.#redis.pipeline()
+    for (const id of ids) pipeline.hkeys(this.keys.message(id))
+    const replies = (await exec(pipeline)) as string[][]
+    return replies.map((fields) => new Set(fields.filter((f) => f.startsWith(FINGERPRINT)).map((f) => f.slice(FINGERPRINT.length))))
   }
 
   /**
@@ -219,7 +231,7 @@ export class MessageStore {
       const when = t.at ?? at
       pipeline.smsTransition(
         this.keys.message(t.id),
-        this.keys.fingerprints(t.id),
+        this.keys.infobip(t.id),
         this.keys.open(),
         ...indexes,
         t.status,
@@ -408,23 +420,9 @@ function toHash(m: Message): Record<string, string | number> {
   return hash
 }
 
-/** The record's hash fields that hold `infobip.*`, flattened, and its events. */
-const INFOBIP = 'i.'
+/** The record's hash fields that hold report fingerprints, and its events. */
+const FINGERPRINT = 'f:'
 const EVENT = /^e(\d+)$/
-
-/** `infobip.*` from its `i.<path>` fields (flattened by TRANSITION), keys sorted so that equal objects serialise alike. */
-function unflatten(h: Record<string, string>, prefix: string): Record<string, unknown> | null {
-  const fields = Object.keys(h).filter((f) => f.startsWith(prefix)).sort()
-  if (fields.length === 0) return null
-  const root: Record<string, unknown> = {}
-  for (const field of fields) {
-    const path = field.slice(prefix.length).split('.')
-    let node = root
-    for (const part of path.slice(0, -1)) node = (node[part] ??= {}) as Record<string, unknown>
-    node[path[path.length - 1]!] = JSON.parse(h[field]!)
-  }
-  return root
-}
 
 /** An event as the record keeps it: `status|source|at (ms)|infobip status`. */
 const eventField = (e: MessageEvent): string => `${e.status}|${e.source}|${Date.parse(e.at)}|${e.infobipStatus ?? ''}`
@@ -446,7 +444,7 @@ function eventsOf(h: Record<string, string>): MessageEvent[] {
   return events.sort((a, b) => a.seq - b.seq)
 }
 
-function fromHash(h: Record<string, string>): Message {
+function fromHash(h: Record<string, string>, infobip: string | null): Message {
   const status = h.status as Status
   return {
     id: h.id!,
@@ -462,7 +460,7 @@ function fromHash(h: Record<string, string>): Message {
     encoding: h.encoding as Message['encoding'],
     segments: Number(h.segments),
     attempts: Number(h.attempts ?? 0),
-    infobip: unflatten(h, INFOBIP),
+    infobip: infobip ? JSON.parse(infobip) : null,
     error: h.error ? JSON.parse(h.error) : null,
     events: eventsOf(h),
     createdAt: h.createdAt!,

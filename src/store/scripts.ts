@@ -10,15 +10,16 @@ const indexTable = `{${Object.values(STATUS).map((status, i) => `${status}=${i +
 
 /**
  * Applies one status change (SPEC §5 rules 1–4): a fingerprint seen before is a duplicate (the
- * fingerprints hash maps each to the seq of the event it made, or ''); a rank not
- * higher than the current one is ignored; otherwise status, event, `infobip.*` and `error` are
- * written together. The event is a field `e<seq>` of the record ("status|source|at ms|infobip
- * status"), and `infobip.*` is flattened into `i.<path>` fields holding JSON values: short values
- * keep the record in Redis's compact hash encoding.
+ * record's field `f:<fingerprint>` holds the seq of the event it made, or ''); a rank not higher
+ * than the current one is ignored; otherwise status, event and `error` are written together, and the
+ * report's `infobip` JSON replaces the previous one in its own string key (which expires with the
+ * record). The event is a field `e<seq>` of the record ("status|source|at ms|infobip status"). Kept
+ * out of the record, the JSON leaves every field short, so the record stays in Redis's compact
+ * hash encoding, and Lua never has to parse it.
  *
  * The message also moves between the status indexes, and leaves the open index when final.
  *
- * KEYS: 1 record hash, 2 fingerprints hash, 3 open index, 4… the status indexes
+ * KEYS: 1 record hash, 2 infobip JSON, 3 open index, 4… the status indexes
  * ARGV: 1 status, 2 source, 3 at (ISO), 4 at (ms), 5 infobip status name, 6 error JSON,
  *       7 fingerprint, 8 ttl seconds, 9 "1" to clear the in-flight marker of the send worker,
  *       10 message id, 11 the report that sets this status (JSON, or '' to keep the previous one)
@@ -28,51 +29,43 @@ const indexTable = `{${Object.values(STATUS).map((status, i) => `${status}=${i +
 export const TRANSITION = `
 local RANK = ${rankTable}
 local INDEX = ${indexTable}
--- {status = {id = 5}} → 'i.status.id', '5': leaves as JSON, nulls left out.
-local function flatten(prefix, value, out)
-  for key, leaf in pairs(value) do
-    if type(leaf) == 'table' and next(leaf) ~= nil and #leaf == 0 then
-      flatten(prefix .. key .. '.', leaf, out)
-    elseif leaf ~= cjson.null then
-      out[#out + 1] = prefix .. key
-      out[#out + 1] = cjson.encode(leaf)
-    end
-  end
-end
-local meta = redis.call('HMGET', KEYS[1], 'status', 'submittedAt', 'callbackUrl', 'reference')
+local fp = ARGV[7] ~= '' and 'f:' .. ARGV[7] or nil
+local meta = redis.call('HMGET', KEYS[1], 'status', 'submittedAt', 'callbackUrl', 'reference', 'seq', fp or 'seq')
 local current = meta[1]
 if not current then return {'unmatched'} end
 if ARGV[9] == '1' then redis.call('HDEL', KEYS[1], 'inflight') end
-if ARGV[7] ~= '' then
-  local seen = redis.call('HGET', KEYS[2], ARGV[7])
+if fp then
+  local seen = meta[6]
   if seen == '' then return {'duplicate'} end
   if seen then
     -- The report changed the status when first applied: say which event it made, so that a retried
     -- job can add that event's callback, should it have died before doing so.
-    local previous = string.match(redis.call('HGET', KEYS[1], 'e' .. (tonumber(seen) - 1)) or '', '^[^|]*')
-    local at = string.match(redis.call('HGET', KEYS[1], 'e' .. seen) or '', '^[^|]*|[^|]*|([^|]*)') or ''
+    local events = redis.call('HMGET', KEYS[1], 'e' .. (tonumber(seen) - 1), 'e' .. seen)
+    local previous = string.match(events[1] or '', '^[^|]*')
+    local at = string.match(events[2] or '', '^[^|]*|[^|]*|([^|]*)') or ''
     return {'duplicate', previous, seen, meta[2] or '', meta[3] or '', meta[4] or '', at}
   end
-  redis.call('HSET', KEYS[2], ARGV[7], '')
-  redis.call('EXPIRE', KEYS[2], ARGV[8])
 end
-if RANK[ARGV[1]] <= RANK[current] then return {'ignored', current} end
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-if ARGV[7] ~= '' then redis.call('HSET', KEYS[2], ARGV[7], seq) end
-local fields = {'status', ARGV[1], 'updatedAt', ARGV[3], 'e' .. seq, ARGV[1] .. '|' .. ARGV[2] .. '|' .. ARGV[4] .. '|' .. ARGV[5]}
+if RANK[ARGV[1]] <= RANK[current] then
+  if fp then redis.call('HSET', KEYS[1], fp, '') end
+  return {'ignored', current}
+end
+local seq = tonumber(meta[5]) + 1
+local fields = {'status', ARGV[1], 'seq', seq, 'updatedAt', ARGV[3], 'e' .. seq, ARGV[1] .. '|' .. ARGV[2] .. '|' .. ARGV[4] .. '|' .. ARGV[5]}
+if fp then
+  fields[#fields + 1] = fp
+  fields[#fields + 1] = seq
+end
 if ARGV[6] ~= '' then
   fields[#fields + 1] = 'error'
   fields[#fields + 1] = ARGV[6]
 end
-if ARGV[11] ~= '' then
-  local old = {}
-  for _, field in ipairs(redis.call('HKEYS', KEYS[1])) do
-    if string.sub(field, 1, 2) == 'i.' then old[#old + 1] = field end
-  end
-  if #old > 0 then redis.call('HDEL', KEYS[1], unpack(old)) end
-  flatten('i.', cjson.decode(ARGV[11]), fields)
-end
 redis.call('HSET', KEYS[1], unpack(fields))
+if ARGV[11] ~= '' then
+  local expires = redis.call('PEXPIRETIME', KEYS[1])
+  if expires > 0 then redis.call('SET', KEYS[2], ARGV[11], 'PXAT', expires)
+  else redis.call('SET', KEYS[2], ARGV[11], 'EX', ARGV[8]) end
+end
 redis.call('ZREM', KEYS[INDEX[current]], ARGV[10])
 redis.call('ZADD', KEYS[INDEX[ARGV[1]]], 0, ARGV[10])
 if RANK[ARGV[1]] == ${FINAL_RANK} then redis.call('ZREM', KEYS[3], ARGV[10]) end

@@ -84,9 +84,7 @@ t.test(`${TOTAL.toLocaleString('en')} reports, a third duplicated, shuffled, acr
 
   const stored: Message[] = []
   for (let i = 0; i < ids.length; i += 1000) stored.push(...((await stack.store.getMany(ids.slice(i, i + 1000))) as Message[]))
-  const pipeline = chaos.redisClient.pipeline()
-  for (const id of ids) pipeline.hkeys(stack.keys.fingerprints(id))
-  const fingerprints = (await pipeline.exec())!.map(([, members]) => new Set(members as string[]))
+  const fingerprints = await stack.store.fingerprints(ids)
 
   let explained = 0
   let inPostedOrder = 0

@@ -69,7 +69,7 @@ const sameFinal = (stored: ReturnType<typeof comparable>, model: ModelMessage, t
   (stored.status === model.status && transitions.some((tr) => tr.status === stored.status && JSON.stringify(sortKeys(tr.infobip)) === JSON.stringify(stored.infobip)))
 
 /** Nor the number of duplicates: every copy of a fingerprint after the first. */
-const duplicatesOf = (transitions: readonly Transition[]) => transitions.length - new Set(transitions.map((tr) => tr.fingerprint)).size
+const duplicatesOf = (transitions: readonly Transition[]) => transitions.length - new Set(transitions.map((tr) => `${tr.id} ${tr.fingerprint}`)).size
 
 // -------------------------------------------------------------------------------------------------
 // 1. In process, fast-check against the real Lua script
