@@ -60,9 +60,7 @@ export function makeSendProcessor(deps: SendDeps) {
     }
     if (ready.length === 0) return
 
-    const messages = (await store.getMany(ready)).flatMap((m) =>
-      m ? [{ id: m.id, to: m.to, from: m.from, text: m.text, validityPeriodMinutes: m.validityPeriodMinutes ?? undefined }] : [],
-    )
+    const messages = (await store.submissions(ready)).filter((m) => m !== undefined)
     const retry: string[] = []
     for (let i = 0; i < messages.length; i += REQUEST_SIZE) {
       retry.push(...(await submit(messages.slice(i, i + REQUEST_SIZE), job, jobLog)))

@@ -14,9 +14,12 @@ import { BATCH, markPending, prefixOf, startMeter, storeMessages, TTL_DAYS, type
  * Reports applied by `processes` dlr worker processes (workers/index.ts, WORKER_QUEUES=dlr) from a
  * pre-filled queue: `messages` PENDING messages with one DELIVERED report each, in jobs of 100 as the
  * API stores them, plus `resent` jobs POSTed twice (as Infobip does after a timeout). The queue is paused
- * while it fills and resumed once the workers are up; the clock runs from the resume to the last job.
+ * while it fills and resumed once the workers are up; the clock runs from the end of the first
+ * `WARM_JOBS` jobs to the last job.
  */
-export async function dlrWorkers(ctx: Ctx, processes: number, hset: HsetCeiling, messages = 30_000, resent = 20): Promise<Row> {
+const WARM_JOBS = 40
+
+export async function dlrWorkers(ctx: Ctx, processes: number, hset: HsetCeiling, messages = 40_000, resent = 20): Promise<Row> {
   const prefix = prefixOf(ctx, `dlr-worker-${processes}`)
   const store = new MessageStore(ctx.redis, prefix, TTL_DAYS)
   const queue = new Queue('dlr', { connection: ctx.redis, prefix })
@@ -33,9 +36,12 @@ export async function dlrWorkers(ctx: Ctx, processes: number, hset: HsetCeiling,
     const reports = messages + resent * BATCH
 
     workers = await startWorkerProcesses(ctx.settings, ctx.redis, 'worker', prefix, processes, 'dlr')
+    await queue.resume()
+    // The first jobs warm the processes up (V8 optimises the hot paths); the clock starts after them.
+    await until(async () => (await dlrResults(ctx.redis, prefix)).jobs >= WARM_JOBS, 'the warm-up jobs', 60_000, 5)
+    const warm = await dlrResults(ctx.redis, prefix)
     const meter = await startMeter(ctx, workers)
     const t0 = performance.now()
-    await queue.resume()
     await until(async () => (await pendingJobs(queue)) === 0, 'the dlr queue to drain', 60_000, 10)
     const seconds = (performance.now() - t0) / 1000
     const cpu = await meter()
@@ -43,7 +49,9 @@ export async function dlrWorkers(ctx: Ctx, processes: number, hset: HsetCeiling,
 
     const { jobs: completed, counts } = await dlrResults(ctx.redis, prefix)
     const statuses = await statusCounts(ctx.redis, ids.map((id) => store.keys.message(id)))
-    const rate = reports / seconds
+    // Jobs still running when the clock started count as timed: a slight overestimate (≤ 4 jobs per process).
+    const timed = reports - Object.values(warm.counts).reduce((a, b) => a + b, 0)
+    const rate = timed / seconds
     return {
       scenario: `dlr worker: ${processes} process${processes > 1 ? 'es' : ''}, pre-filled queue`,
       figure: rate,
@@ -58,7 +66,7 @@ export async function dlrWorkers(ctx: Ctx, processes: number, hset: HsetCeiling,
         equal('applied + duplicate + ignored + unmatched + invalid = sent', Object.values(counts).reduce((a, b) => a + b, 0), reports),
         equal('records DELIVERED', statuses.DELIVERED ?? 0, messages),
       ],
-      notes: `${reports.toLocaleString('en-US')} reports in ${seconds.toFixed(2)} s; ${cpu.text}; worker CPU per report: ${((workerCpu / reports) * 1e6).toFixed(0)} µs, Redis CPU per report: ${((cpu.redisSeconds / reports) * 1e6).toFixed(0)} µs`,
+      notes: `${timed.toLocaleString('en-US')} reports in ${seconds.toFixed(2)} s after ${warm.jobs} warm-up jobs; ${cpu.text}; worker CPU per report: ${((workerCpu / timed) * 1e6).toFixed(0)} µs, Redis CPU per report: ${((cpu.redisSeconds / timed) * 1e6).toFixed(0)} µs`,
     }
   } finally {
     await Promise.all(workers.map((w) => stop(w)))

@@ -8,15 +8,14 @@ import { DLR_MAX_RESULTS, DlrAccepted, DlrBody, DlrHeaders, DlrQuery } from '../
 
 const MAX_DEPTH = 32
 
-/** True when `value` nests objects or arrays deeper than `limit` (checked without recursion). */
+/**
+ * True when `value` nests objects or arrays deeper than `limit`. The recursion stops at `limit`, so
+ * it is as deep as the limit at most, whatever the body.
+ */
 function deeperThan(value: unknown, limit: number): boolean {
-  const stack: [unknown, number][] = [[value, 0]]
-  while (stack.length > 0) {
-    const [node, depth] = stack.pop()!
-    if (node === null || typeof node !== 'object') continue
-    if (depth >= limit) return true
-    for (const child of Object.values(node)) stack.push([child, depth + 1])
-  }
+  if (value === null || typeof value !== 'object') return false
+  if (limit === 0) return true
+  for (const key in value) if (deeperThan((value as Record<string, unknown>)[key], limit - 1)) return true
   return false
 }
 

@@ -1,5 +1,6 @@
 import type { ChainableCommander, ClientContext, Redis, Result } from 'ioredis'
 import { isFinal, STATUS, type EventSource, type Status } from '../domain/status.js'
+import type { Submission } from '../infobip/requests.js'
 import { makeKeys, type Keys } from './keys.js'
 import { CLAIM, CREATE, RESERVE_BUDGET, TRANSITION } from './scripts.js'
 
@@ -194,6 +195,17 @@ export class MessageStore {
     return ids.map((_, i) => {
       const hash = replies[2 * i] as Record<string, string>
       return hash.id ? fromHash(hash, replies[2 * i + 1] as string | null) : undefined
+    })
+  }
+
+  /** What a submission to Infobip needs of each message (undefined for one that expired). */
+  async submissions(ids: string[]): Promise<(Submission | undefined)[]> {
+    const pipeline = this.#redis.pipeline()
+    for (const id of ids) pipeline.hmget(this.keys.message(id), 'to', 'from', 'text', 'validityPeriodMinutes')
+    const replies = (await exec(pipeline)) as (string | null)[][]
+    return ids.map((id, i) => {
+      const [to, from, text, validity] = replies[i]!
+      return to && from && text !== null && text !== undefined ? { id, to, from, text, validityPeriodMinutes: validity ? Number(validity) : undefined } : undefined
     })
   }
 
