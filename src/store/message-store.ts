@@ -143,19 +143,26 @@ export class MessageStore {
     const ttl = String(this.#ttlSeconds)
     const ms = String(now.getTime())
     const created = messages.map((m) => newMessage(m, (m.createdAt ?? now).toISOString()))
-    const args = (message: Message) => [
-      this.keys.message(message.id),
-      this.keys.outbox(),
-      this.keys.created(),
-      this.keys.byStatus(STATUS.QUEUED),
-      this.keys.byRecipient(message.to),
-      this.keys.byReference(message.reference ?? ''),
-      ttl,
-      message.id,
-      ms,
-      message.reference ? '1' : '',
-      ...Object.entries(toHash(message)).flat().map(String),
-    ]
+    const outbox = this.keys.outbox()
+    const createdIndex = this.keys.created()
+    const queuedIndex = this.keys.byStatus(STATUS.QUEUED)
+    const args = (message: Message) => {
+      const list = [
+        this.keys.message(message.id),
+        outbox,
+        createdIndex,
+        queuedIndex,
+        this.keys.byRecipient(message.to),
+        this.keys.byReference(message.reference ?? ''),
+        ttl,
+        message.id,
+        ms,
+        message.reference ? '1' : '',
+      ]
+      const hash = toHash(message)
+      for (const field in hash) list.push(field, String(hash[field]))
+      return list
+    }
     // One script call is atomic by itself; several go in a MULTI, so that a batch is all or nothing.
     if (created.length === 1) await this.#redis.smsCreate(...args(created[0]!))
     else {
