@@ -21,9 +21,16 @@ export function sendJobOptions(config: Config): JobsOptions {
   }
 }
 
-/** A dlr job is one POST to /infobip-dlr: its results exactly as Infobip sent them. */
-export interface DlrJob {
-  results: unknown[]
+/**
+ * A dlr job is one POST to /infobip-dlr: its body exactly as Infobip sent it (SPEC §1: the raw batch
+ * is stored), so the API does not serialise the reports again. Jobs stored by earlier versions hold
+ * the parsed `results` instead.
+ */
+export type DlrJob = { body: string } | { results: unknown[] }
+
+/** The reports of a dlr job; the API checked that its body is JSON with a `results` array. */
+export function dlrResults(job: DlrJob): unknown[] {
+  return 'body' in job ? (JSON.parse(job.body) as { results: unknown[] }).results : job.results
 }
 
 /** Applying reports is idempotent (fingerprints), so a failed attempt is simply run again. */

@@ -2,7 +2,7 @@ import type { Job } from 'bullmq'
 import type { Logger } from 'pino'
 import { maskPhone } from '../src/domain/phone.js'
 import { parseBatch } from '../src/domain/reports.js'
-import type { DlrJob } from '../src/queues.js'
+import { dlrResults, type DlrJob } from '../src/queues.js'
 import type { MessageStore, Transition } from '../src/store/message-store.js'
 import type { ApplyTransitions } from './transitions.js'
 
@@ -32,7 +32,7 @@ export function makeDlrProcessor(deps: DlrDeps) {
   const apply = deps.apply ?? ((transitions: Transition[]) => store.transition(transitions))
 
   return async function processDlr(job: Job<DlrJob>): Promise<ReportCounts> {
-    const { transitions, reports, invalid, unknownStatus } = parseBatch(job.data.results)
+    const { transitions, reports, invalid, unknownStatus } = parseBatch(dlrResults(job.data))
     const counts: ReportCounts = { applied: 0, duplicate: 0, ignored: unknownStatus, unmatched: 0, invalid }
     const results = await apply(transitions)
     const unmatched = reports.filter((_, i) => results[i]!.result === 'unmatched')

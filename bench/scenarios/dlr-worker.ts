@@ -30,7 +30,7 @@ export async function dlrWorkers(ctx: Ctx, processes: number, hset: HsetCeiling,
     await markPending(store, ids)
     await queue.pause()
     const jobs = []
-    for (let i = 0; i < ids.length; i += BATCH) jobs.push({ name: 'dlr', data: { results: deliveredReports(ids.slice(i, i + BATCH)) }, opts: dlrJobOptions })
+    for (let i = 0; i < ids.length; i += BATCH) jobs.push({ name: 'dlr', data: { body: JSON.stringify({ results: deliveredReports(ids.slice(i, i + BATCH)) }) }, opts: dlrJobOptions })
     jobs.push(...jobs.slice(0, resent))
     for (let i = 0; i < jobs.length; i += 50) await queue.addBulk(jobs.slice(i, i + 50))
     const reports = messages + resent * BATCH

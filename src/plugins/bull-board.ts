@@ -7,6 +7,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import type { Config } from '../config.js'
 import { maskPhone } from '../domain/phone.js'
+import { dlrResults, QUEUE, type DlrJob } from '../queues.js'
 import { matchSecret } from './auth.js'
 
 export const BULL_BOARD_PATH = '/admin/queues'
@@ -55,7 +56,8 @@ export default fp(
     const queues: Queue[] = Object.values(app.queues)
     const adapters = queues.map((queue) => {
       const adapter = new BullMQAdapter(queue, { readOnlyMode: config.BULL_BOARD_READ_ONLY })
-      adapter.setFormatter('data', maskJobData)
+      // A dlr job holds the POST's body as text: shown parsed, so that it can be masked.
+      adapter.setFormatter('data', queue.name === QUEUE.dlr ? (data: DlrJob) => maskJobData({ results: dlrResults(data) }) : maskJobData)
       adapter.setFormatter('returnValue', maskJobData)
       return adapter
     })

@@ -8,6 +8,13 @@ import { DLR_MAX_RESULTS, DlrAccepted, DlrBody, DlrHeaders, DlrQuery } from '../
 
 const MAX_DEPTH = 32
 
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** `/infobip-dlr`: the body as received, checked to be JSON; the dlr job stores it as it is. */
+    dlrBody: string
+  }
+}
+
 /**
  * True when `value` nests objects or arrays deeper than `limit`. The recursion stops at `limit`, so
  * it is as deep as the limit at most, whatever the body.
@@ -23,8 +30,8 @@ function deeperThan(value: unknown, limit: number): boolean {
 const BODY_LIMIT = 4 * 1024 * 1024
 
 /**
- * `POST /infobip-dlr` (SPEC §4): the batch becomes one dlr job — one round trip to Redis — before the
- * 200, and nothing else happens here. A 503 (Redis unreachable) makes Infobip retry.
+ * `POST /infobip-dlr` (SPEC §4): the batch, as the text Infobip sent, becomes one dlr job — one round
+ * trip to Redis — before the 200, and nothing else happens here. A 503 (Redis unreachable) makes Infobip retry.
  */
 const infobipDlr: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { config }) => {
   await app.register(dlrAuth, { config })
@@ -33,11 +40,13 @@ const infobipDlr: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { 
   // Whatever Content-Type Infobip or a proxy puts on it, the body must be JSON: not JSON is a 400.
   app.removeAllContentTypeParsers()
   const parseJson = app.getDefaultJsonParser('error', 'error')
+  app.decorateRequest('dlrBody', '')
   app.addContentTypeParser('*', { parseAs: 'string' }, (request, body, done) => {
     parseJson(request, body as string, (error, value) => {
       if (error) return done(error)
-      // Reports are a few levels deep; a body nested thousands deep could not even be stored.
+      // Reports are a few levels deep; a body nested thousands deep could not be applied.
       if (deeperThan(value, MAX_DEPTH)) return done(new HttpError(400, `body is nested deeper than ${MAX_DEPTH} levels`, 'FST_ERR_VALIDATION'))
+      request.dlrBody = body as string
       done(null, value)
     })
   })
@@ -61,7 +70,7 @@ const infobipDlr: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { 
       if (results.length > DLR_MAX_RESULTS) {
         throw new HttpError(413, `body/results has ${results.length} reports; at most ${DLR_MAX_RESULTS} per POST`, 'TOO_MANY_RESULTS')
       }
-      await queue.add('dlr', { results }, dlrJobOptions)
+      await queue.add('dlr', { body: request.dlrBody }, dlrJobOptions)
       return { received: results.length }
     },
   )

@@ -234,7 +234,7 @@ t.test('POST /infobip-dlr: never a 5xx; a 4xx stores nothing; a 200 stores one d
       if (jobKeys.length !== 1) return fail(t, `a 200 wrote ${jobKeys.length} dlr jobs`)
       const job = await dlrQueue.getJob(jobKeys[0]!.split(':').pop()!)
       const sent = (JSON.parse(Buffer.isBuffer(body) ? body.toString() : body) as { results: unknown[] }).results
-      if (JSON.stringify(job?.data.results) !== JSON.stringify(sent)) return fail(t, 'the dlr job does not hold exactly the results sent')
+      if (!job || !('body' in job.data) || job.data.body !== (Buffer.isBuffer(body) ? body.toString() : body)) return fail(t, 'the dlr job does not hold exactly the body sent')
       return res.json<{ received: number }>().received === sent.length || fail(t, 'received is not the number of results')
     }),
     { seed, numRuns: RUNS, interruptAfterTimeLimit: TIME_LIMIT_MS },

@@ -8,7 +8,7 @@ import { buildApp } from '../../src/app.js'
 import { newMessageId } from '../../src/accept-messages.js'
 import { loggerOptions } from '../../src/logger.js'
 import dlrAuth from '../../src/plugins/dlr-auth.js'
-import { QUEUE, type DlrJob } from '../../src/queues.js'
+import { dlrResults, QUEUE, type DlrJob } from '../../src/queues.js'
 import { makeDlrProcessor } from '../../workers/dlr.js'
 import { buildTestApp, cleanup, countWrites, DLR_TOKEN, REDIS_URL, testConfig } from '../helpers/index.js'
 import { STATUSES, v2Report, v3Report } from '../helpers/reports.js'
@@ -32,7 +32,7 @@ const post = (payload: unknown, options: { url?: string; headers?: Record<string
     headers: { 'content-type': 'application/json', ...options.headers },
     payload: typeof payload === 'string' || Buffer.isBuffer(payload) ? payload : JSON.stringify(payload),
   })
-const storedJobs = async () => (await queue.getWaiting()).map((job) => job.data.results)
+const storedJobs = async () => (await queue.getWaiting()).map((job) => dlrResults(job.data))
 
 t.test('the token is accepted as ?token=, X-Webhook-Token or the Basic password; the batch is stored as sent', async (t) => {
   const batches = [[v3Report('m1')], [v2Report('m2'), v3Report('m3', STATUSES.PENDING_ENROUTE)], [{ messageId: 'm4', status: STATUSES.EXPIRED_EXPIRED, future: { x: 1 } }]]
@@ -146,7 +146,8 @@ t.test('a mixed batch: 200, every result stored, and the worker applies every go
   t.same(res.json(), { received: results.length })
 
   const [job] = await queue.getWaiting()
-  t.same(job!.data.results, results)
+  t.same(job!.data, { body: JSON.stringify({ results }) }, 'the body as it was sent')
+  t.same(dlrResults(job!.data), results)
   const counted: Record<string, number> = {}
   const processor = makeDlrProcessor({ store: app.store, log: pino({ level: 'silent' }), onResult: (result, n) => (counted[result] = n) })
   t.same(await processor(job!), { applied: 4, duplicate: 0, ignored: 0, unmatched: 0, invalid: 7 })

@@ -190,7 +190,7 @@ function reportSet(ids: string[], rand: () => number) {
 async function applyByWorkers(jobs: unknown[][]): Promise<{ counts: ReportCounts; processes: number }> {
   const before = logged()
   const reports = jobs.reduce((n, j) => n + j.length, 0)
-  await queue.addBulk(jobs.map((results) => ({ name: QUEUE.dlr, data: { results }, opts: dlrJobOptions })))
+  await queue.addBulk(jobs.map((results) => ({ name: QUEUE.dlr, data: { body: JSON.stringify({ results }) }, opts: dlrJobOptions })))
   const after = await waitFor(() => {
     const now = logged()
     const seen = Object.values(now.total).reduce((a, b) => a + b, 0) - Object.values(before.total).reduce((a, b) => a + b, 0)

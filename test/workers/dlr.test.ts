@@ -23,7 +23,7 @@ t.teardown(async () => {
 const silent = pino({ level: 'silent' })
 const apply = makeDlrProcessor({ store, log: silent })
 let jobs = 0
-const job = (results: unknown[]) => ({ id: String(++jobs), data: { results } }) as Job<DlrJob>
+const job = (results: unknown[]) => ({ id: String(++jobs), data: { body: JSON.stringify({ results }) } }) as Job<DlrJob>
 const create = async (n = 1) => {
   const ids = Array.from({ length: n }, () => newMessageId())
   await store.create(ids.map((id) => ({ id, to: '41793026727', from: 'InfoSMS', text: 'secret text', encoding: 'GSM-7' as const, segments: 1 })))
@@ -125,4 +125,11 @@ t.test('applying a job again (a retry) changes nothing', async (t) => {
 t.test('an empty batch or one with nothing valid touches nothing', async (t) => {
   t.same(await apply(job([])), none)
   t.same(await apply(job([null, 1, {}])), { ...none, invalid: 3 })
+})
+
+t.test('a job stored by an earlier version, with parsed results instead of the body, still applies', async (t) => {
+  const [id] = await create(1)
+  const legacy = { id: String(++jobs), data: { results: [v3Report(id!)] } } as Job<DlrJob>
+  t.same(await apply(legacy), { ...none, applied: 1 })
+  t.equal((await store.get(id!))?.status, 'DELIVERED')
 })
