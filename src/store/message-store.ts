@@ -6,7 +6,7 @@ import { CLAIM, CREATE, RESERVE_BUDGET, TRANSITION } from './scripts.js'
 
 declare module 'ioredis' {
   interface RedisCommander<Context extends ClientContext> {
-    smsTransition(...keysAndArgs: string[]): Result<string[], Context>
+    smsTransition(numberOfKeys: number, ...keysAndArgs: string[]): Result<string[][], Context>
     smsClaim(k1: string, k2: string, force: string, now: string, id: string): Result<'missing' | 'done' | 'unknown' | 'ok', Context>
     smsCreate(...keysAndArgs: string[]): Result<number, Context>
     smsReserveBudget(k1: string, n: number, limit: number): Result<number, Context>
@@ -114,6 +114,8 @@ export interface IdempotencyRecord {
 }
 
 const IDEMPOTENCY_TTL_SECONDS = 24 * 60 * 60
+/** Status changes per TRANSITION call: Redis runs each call whole, so a call stays short (a few ms). */
+const TRANSITION_BATCH = 100
 const UNMATCHED_KEPT = 1000
 
 /**
@@ -129,7 +131,8 @@ export class MessageStore {
     this.#redis = redis
     this.keys = makeKeys(prefix)
     this.#ttlSeconds = ttlDays * 24 * 60 * 60
-    redis.defineCommand('smsTransition', { numberOfKeys: 3 + this.keys.statusIndexes().length, lua: TRANSITION })
+    // The number of keys depends on the batch: given with each call.
+    redis.defineCommand('smsTransition', { lua: TRANSITION })
     redis.defineCommand('smsClaim', { numberOfKeys: 2, lua: CLAIM })
     redis.defineCommand('smsCreate', { numberOfKeys: 6, lua: CREATE })
     redis.defineCommand('smsReserveBudget', { numberOfKeys: 1, lua: RESERVE_BUDGET })
@@ -241,33 +244,39 @@ export class MessageStore {
     await this.#redis.del(this.keys.idempotency(scope, key))
   }
 
-  /** Applies status changes, all in one pipeline; each one atomically (SPEC §5). */
+  /**
+   * Applies status changes, each one atomically (SPEC §5): one TRANSITION call per
+   * TRANSITION_BATCH of them, all calls in one pipeline.
+   */
   async transition(transitions: Transition[]): Promise<TransitionResult[]> {
     const pipeline = this.#redis.pipeline()
     const at = new Date().toISOString()
-    const indexes = this.keys.statusIndexes()
-    for (const t of transitions) {
-      const when = t.at ?? at
-      pipeline.smsTransition(
-        this.keys.message(t.id),
-        this.keys.infobip(t.id),
-        this.keys.open(),
-        ...indexes,
-        t.status,
-        t.source,
-        when,
-        String(Date.parse(when)),
-        t.infobipStatus ?? '',
-        t.error ? JSON.stringify(t.error) : '',
-        t.fingerprint ?? '',
-        String(this.#ttlSeconds),
-        t.settlesSubmission ? '1' : '',
-        t.id,
-        t.infobip ? JSON.stringify(t.infobip) : '',
-      )
+    const shared = [this.keys.open(), ...this.keys.statusIndexes()]
+    const ttl = String(this.#ttlSeconds)
+    for (let start = 0; start < transitions.length; start += TRANSITION_BATCH) {
+      const batch = transitions.slice(start, start + TRANSITION_BATCH)
+      const keys = [...shared]
+      const args = [ttl]
+      for (const t of batch) {
+        const when = t.at ?? at
+        keys.push(this.keys.message(t.id), this.keys.infobip(t.id))
+        args.push(
+          t.status,
+          t.source,
+          when,
+          String(Date.parse(when)),
+          t.infobipStatus ?? '',
+          t.error ? JSON.stringify(t.error) : '',
+          t.fingerprint ?? '',
+          t.settlesSubmission ? '1' : '',
+          t.id,
+          t.infobip ? JSON.stringify(t.infobip) : '',
+        )
+      }
+      pipeline.smsTransition(keys.length, ...keys, ...args)
     }
-    const replies = (await exec(pipeline)) as string[][]
-    return replies.map(parseTransition)
+    const replies = (await exec(pipeline)) as string[][][]
+    return replies.flat().map(parseTransition)
   }
 
   /** Claims messages for submission (see CLAIM): one pipeline for a whole batch job. */

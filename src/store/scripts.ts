@@ -5,71 +5,88 @@ import { FINAL_RANK, RANK, STATUS } from '../domain/status.js'
  * The rank table is generated from `RANK` so that Lua and TypeScript cannot disagree.
  */
 const rankTable = `{${Object.entries(RANK).map(([status, rank]) => `${status}=${rank}`).join(',')}}`
-/** Status → position of its index among the script's KEYS (after the three fixed keys). */
-const indexTable = `{${Object.values(STATUS).map((status, i) => `${status}=${i + 4}`).join(',')}}`
+/** Status → position of its index among the script's KEYS (after the open index). */
+const indexTable = `{${Object.values(STATUS).map((status, i) => `${status}=${i + 2}`).join(',')}}`
+/** KEYS before the per-message ones: the open index and the status indexes. */
+export const TRANSITION_SHARED_KEYS = 1 + Object.values(STATUS).length
+/** ARGV per status change. */
+export const TRANSITION_ARGS = 10
 
 /**
- * Applies one status change (SPEC §5 rules 1–4): a fingerprint seen before is a duplicate (the
- * record's field `f:<fingerprint>` holds the seq of the event it made, or ''); a rank not higher
- * than the current one is ignored; otherwise status, event and `error` are written together, and the
- * report's `infobip` JSON replaces the previous one in its own string key (which expires with the
- * record). The event is a field `e<seq>` of the record ("status|source|at ms|infobip status"). Kept
- * out of the record, the JSON leaves every field short, so the record stays in Redis's compact
- * hash encoding, and Lua never has to parse it.
+ * Applies a list of status changes, each on its own message (SPEC §5 rules 1–4), in one call: the
+ * per-call cost of a script (finding it, setting up its arguments, a reply to decode) is paid once
+ * per batch instead of once per report. Each change is decided by itself, exactly as if it came
+ * alone; the whole call is atomic, as every script is.
  *
- * The message also moves between the status indexes, and leaves the open index when final.
+ * For each change: a fingerprint seen before is a duplicate (the record's field `f:<fingerprint>`
+ * holds the seq of the event it made, or ''); a rank not higher than the current one is ignored;
+ * otherwise status, event and `error` are written together, and the report's `infobip` JSON replaces
+ * the previous one in its own string key (which expires with the record). The event is a field
+ * `e<seq>` of the record ("status|source|at ms|infobip status"). Kept out of the record, the JSON
+ * leaves every field short, so the record stays in Redis's compact hash encoding, and Lua never has
+ * to parse it. The message also moves between the status indexes, and leaves the open index when final.
  *
- * KEYS: 1 record hash, 2 infobip JSON, 3 open index, 4… the status indexes
- * ARGV: 1 status, 2 source, 3 at (ISO), 4 at (ms), 5 infobip status name, 6 error JSON,
- *       7 fingerprint, 8 ttl seconds, 9 "1" to clear the in-flight marker of the send worker,
- *       10 message id, 11 the report that sets this status (JSON, or '' to keep the previous one)
- * Returns { result, previous status, seq, submittedAt, callbackUrl, reference }, and for a duplicate
- * that once changed the status, the same plus the event's time (ms)
+ * KEYS: 1 open index, 2… the status indexes (STATUS order), then per change: record hash, infobip JSON
+ * ARGV: 1 ttl seconds, then per change (TRANSITION_ARGS): status, source, at (ISO), at (ms), infobip
+ *       status name, error JSON, fingerprint, "1" to clear the send worker's in-flight marker,
+ *       message id, the report that sets this status (JSON, or '' to keep the previous one)
+ * Returns per change { result, previous status, seq, submittedAt, callbackUrl, reference }, and for a
+ * duplicate that once changed the status, the same plus the event's time (ms)
  */
 export const TRANSITION = `
 local RANK = ${rankTable}
 local INDEX = ${indexTable}
-local fp = ARGV[7] ~= '' and 'f:' .. ARGV[7] or nil
-local meta = redis.call('HMGET', KEYS[1], 'status', 'submittedAt', 'callbackUrl', 'reference', 'seq', fp or 'seq')
-local current = meta[1]
-if not current then return {'unmatched'} end
-if ARGV[9] == '1' then redis.call('HDEL', KEYS[1], 'inflight') end
-if fp then
-  local seen = meta[6]
-  if seen == '' then return {'duplicate'} end
-  if seen then
-    -- The report changed the status when first applied: say which event it made, so that a retried
-    -- job can add that event's callback, should it have died before doing so.
-    local events = redis.call('HMGET', KEYS[1], 'e' .. (tonumber(seen) - 1), 'e' .. seen)
-    local previous = string.match(events[1] or '', '^[^|]*')
-    local at = string.match(events[2] or '', '^[^|]*|[^|]*|([^|]*)') or ''
-    return {'duplicate', previous, seen, meta[2] or '', meta[3] or '', meta[4] or '', at}
+local function apply(record, infobip, a)
+  local status, source, atIso, atMs, infobipStatus, err, fingerprint, settles, id, report =
+    ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]
+  local fp = fingerprint ~= '' and 'f:' .. fingerprint or nil
+  local meta = redis.call('HMGET', record, 'status', 'submittedAt', 'callbackUrl', 'reference', 'seq', fp or 'seq')
+  local current = meta[1]
+  if not current then return {'unmatched'} end
+  if settles == '1' then redis.call('HDEL', record, 'inflight') end
+  if fp then
+    local seen = meta[6]
+    if seen == '' then return {'duplicate'} end
+    if seen then
+      -- The report changed the status when first applied: say which event it made, so that a retried
+      -- job can add that event's callback, should it have died before doing so.
+      local events = redis.call('HMGET', record, 'e' .. (tonumber(seen) - 1), 'e' .. seen)
+      local previous = string.match(events[1] or '', '^[^|]*')
+      local at = string.match(events[2] or '', '^[^|]*|[^|]*|([^|]*)') or ''
+      return {'duplicate', previous, seen, meta[2] or '', meta[3] or '', meta[4] or '', at}
+    end
   end
+  if RANK[status] <= RANK[current] then
+    if fp then redis.call('HSET', record, fp, '') end
+    return {'ignored', current}
+  end
+  local seq = tonumber(meta[5]) + 1
+  local fields = {'status', status, 'seq', seq, 'updatedAt', atIso, 'e' .. seq, status .. '|' .. source .. '|' .. atMs .. '|' .. infobipStatus}
+  if fp then
+    fields[#fields + 1] = fp
+    fields[#fields + 1] = seq
+  end
+  if err ~= '' then
+    fields[#fields + 1] = 'error'
+    fields[#fields + 1] = err
+  end
+  redis.call('HSET', record, unpack(fields))
+  if report ~= '' then
+    local expires = redis.call('PEXPIRETIME', record)
+    if expires > 0 then redis.call('SET', infobip, report, 'PXAT', expires)
+    else redis.call('SET', infobip, report, 'EX', ARGV[1]) end
+  end
+  redis.call('ZREM', KEYS[INDEX[current]], id)
+  redis.call('ZADD', KEYS[INDEX[status]], 0, id)
+  if RANK[status] == ${FINAL_RANK} then redis.call('ZREM', KEYS[1], id) end
+  return {'applied', current, seq, meta[2] or '', meta[3] or '', meta[4] or ''}
 end
-if RANK[ARGV[1]] <= RANK[current] then
-  if fp then redis.call('HSET', KEYS[1], fp, '') end
-  return {'ignored', current}
+local results = {}
+local shared = ${TRANSITION_SHARED_KEYS}
+for i = 0, (#KEYS - shared) / 2 - 1 do
+  results[i + 1] = apply(KEYS[shared + 1 + 2 * i], KEYS[shared + 2 + 2 * i], 2 + ${TRANSITION_ARGS} * i)
 end
-local seq = tonumber(meta[5]) + 1
-local fields = {'status', ARGV[1], 'seq', seq, 'updatedAt', ARGV[3], 'e' .. seq, ARGV[1] .. '|' .. ARGV[2] .. '|' .. ARGV[4] .. '|' .. ARGV[5]}
-if fp then
-  fields[#fields + 1] = fp
-  fields[#fields + 1] = seq
-end
-if ARGV[6] ~= '' then
-  fields[#fields + 1] = 'error'
-  fields[#fields + 1] = ARGV[6]
-end
-redis.call('HSET', KEYS[1], unpack(fields))
-if ARGV[11] ~= '' then
-  local expires = redis.call('PEXPIRETIME', KEYS[1])
-  if expires > 0 then redis.call('SET', KEYS[2], ARGV[11], 'PXAT', expires)
-  else redis.call('SET', KEYS[2], ARGV[11], 'EX', ARGV[8]) end
-end
-redis.call('ZREM', KEYS[INDEX[current]], ARGV[10])
-redis.call('ZADD', KEYS[INDEX[ARGV[1]]], 0, ARGV[10])
-if RANK[ARGV[1]] == ${FINAL_RANK} then redis.call('ZREM', KEYS[3], ARGV[10]) end
-return {'applied', current, seq, meta[2] or '', meta[3] or '', meta[4] or ''}
+return results
 `
 
 /**
