@@ -80,8 +80,9 @@ async function commit(store: MessageStore, queue: Queue<SendJob>, config: Config
     })
     throw error
   }
-  // Not awaited: should it fail, the outbox sweeper finds jobs that exist, which is harmless.
-  store.enqueued(ids).catch(() => {})
+  // Awaited so that no write of a request follows its answer; a failure is harmless (the outbox
+  // sweeper finds jobs that exist), so it does not fail the request.
+  await store.enqueued(ids).catch(() => {})
   return stored
 }
 
