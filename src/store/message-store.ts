@@ -250,7 +250,7 @@ export class MessageStore {
    */
   async transition(transitions: Transition[]): Promise<TransitionResult[]> {
     const pipeline = this.#redis.pipeline()
-    const at = new Date().toISOString()
+    const now = Date.now()
     const shared = [this.keys.open(), ...this.keys.statusIndexes()]
     const ttl = String(this.#ttlSeconds)
     for (let start = 0; start < transitions.length; start += TRANSITION_BATCH) {
@@ -258,13 +258,11 @@ export class MessageStore {
       const keys = [...shared]
       const args = [ttl]
       for (const t of batch) {
-        const when = t.at ?? at
         keys.push(this.keys.message(t.id), this.keys.infobip(t.id))
         args.push(
           t.status,
           t.source,
-          when,
-          String(Date.parse(when)),
+          String(t.at ? Date.parse(t.at) : now),
           t.infobipStatus ?? '',
           t.error ? JSON.stringify(t.error) : '',
           t.fingerprint ?? '',
@@ -438,8 +436,6 @@ function toHash(m: Message): Record<string, string | number> {
     attempts: 0,
     seq: 1,
     e1: eventField(m.events[0]!),
-    createdAt: m.createdAt,
-    updatedAt: m.updatedAt,
   }
   if (m.reference !== null) hash.reference = m.reference
   if (m.callbackUrl !== null) hash.callbackUrl = m.callbackUrl
@@ -472,8 +468,10 @@ function eventsOf(h: Record<string, string>): MessageEvent[] {
   return events.sort((a, b) => a.seq - b.seq)
 }
 
+/** `createdAt` and `updatedAt` are the times of the first and the last event. */
 function fromHash(h: Record<string, string>, infobip: string | null): Message {
   const status = h.status as Status
+  const events = eventsOf(h)
   return {
     id: h.id!,
     to: h.to!,
@@ -490,9 +488,9 @@ function fromHash(h: Record<string, string>, infobip: string | null): Message {
     attempts: Number(h.attempts ?? 0),
     infobip: infobip ? JSON.parse(infobip) : null,
     error: h.error ? JSON.parse(h.error) : null,
-    events: eventsOf(h),
-    createdAt: h.createdAt!,
-    updatedAt: h.updatedAt!,
+    events,
+    createdAt: events[0]!.at,
+    updatedAt: events[events.length - 1]!.at,
   }
 }
 

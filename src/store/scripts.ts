@@ -10,7 +10,7 @@ const indexTable = `{${Object.values(STATUS).map((status, i) => `${status}=${i +
 /** KEYS before the per-message ones: the open index and the status indexes. */
 export const TRANSITION_SHARED_KEYS = 1 + Object.values(STATUS).length
 /** ARGV per status change. */
-export const TRANSITION_ARGS = 10
+export const TRANSITION_ARGS = 9
 
 /**
  * Applies a list of status changes, each on its own message (SPEC §5 rules 1–4), in one call: the
@@ -22,12 +22,13 @@ export const TRANSITION_ARGS = 10
  * holds the seq of the event it made, or ''); a rank not higher than the current one is ignored;
  * otherwise status, event and `error` are written together, and the report's `infobip` JSON replaces
  * the previous one in its own string key (which expires with the record). The event is a field
- * `e<seq>` of the record ("status|source|at ms|infobip status"). Kept out of the record, the JSON
+ * `e<seq>` of the record ("status|source|at ms|infobip status"); the last event's time is the
+ * message's `updatedAt`. Kept out of the record, the JSON
  * leaves every field short, so the record stays in Redis's compact hash encoding, and Lua never has
  * to parse it. The message also moves between the status indexes, and leaves the open index when final.
  *
  * KEYS: 1 open index, 2… the status indexes (STATUS order), then per change: record hash, infobip JSON
- * ARGV: 1 ttl seconds, then per change (TRANSITION_ARGS): status, source, at (ISO), at (ms), infobip
+ * ARGV: 1 ttl seconds, then per change (TRANSITION_ARGS): status, source, at (ms), infobip
  *       status name, error JSON, fingerprint, "1" to clear the send worker's in-flight marker,
  *       message id, the report that sets this status (JSON, or '' to keep the previous one)
  * Returns per change { result, previous status, seq, submittedAt, callbackUrl, reference }, and for a
@@ -37,8 +38,8 @@ export const TRANSITION = `
 local RANK = ${rankTable}
 local INDEX = ${indexTable}
 local function apply(record, infobip, a)
-  local status, source, atIso, atMs, infobipStatus, err, fingerprint, settles, id, report =
-    ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8], ARGV[a + 9]
+  local status, source, atMs, infobipStatus, err, fingerprint, settles, id, report =
+    ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
   local fp = fingerprint ~= '' and 'f:' .. fingerprint or nil
   local meta = redis.call('HMGET', record, 'status', 'submittedAt', 'callbackUrl', 'reference', 'seq', fp or 'seq')
   local current = meta[1]
@@ -61,7 +62,7 @@ local function apply(record, infobip, a)
     return {'ignored', current}
   end
   local seq = tonumber(meta[5]) + 1
-  local fields = {'status', status, 'seq', seq, 'updatedAt', atIso, 'e' .. seq, status .. '|' .. source .. '|' .. atMs .. '|' .. infobipStatus}
+  local fields = {'status', status, 'seq', seq, 'e' .. seq, status .. '|' .. source .. '|' .. atMs .. '|' .. infobipStatus}
   if fp then
     fields[#fields + 1] = fp
     fields[#fields + 1] = seq
