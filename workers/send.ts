@@ -52,28 +52,27 @@ export function makeSendProcessor(deps: SendDeps) {
     }
 
     const claims = await store.claim(ids)
-    const ready = ids.filter((_, i) => claims[i] === 'ok')
-    const unknown = ids.filter((_, i) => claims[i] === 'unknown')
+    const ready = claims.flatMap((c) => (c.result === 'ok' ? [c.submission] : []))
+    const unknown = ids.filter((_, i) => claims[i]!.result === 'unknown')
     if (unknown.length > 0) {
       const resolved = await resolveUnknown(unknown, jobLog).catch((error: Error) => retryOrGiveUp(job, unknown, `outcome unknown, logs lookup failed: ${error.message}`))
       ready.push(...resolved)
     }
     if (ready.length === 0) return
 
-    const messages = (await store.submissions(ready)).filter((m) => m !== undefined)
     const retry: string[] = []
-    for (let i = 0; i < messages.length; i += REQUEST_SIZE) {
-      retry.push(...(await submit(messages.slice(i, i + REQUEST_SIZE), job, jobLog)))
+    for (let i = 0; i < ready.length; i += REQUEST_SIZE) {
+      retry.push(...(await submit(ready.slice(i, i + REQUEST_SIZE), job, jobLog)))
     }
     if (retry.length > 0) await retryOrGiveUp(job, retry, `${retry.length} message(s) not accepted yet`)
   }
 
   /**
    * An earlier submission of these messages has no known outcome (timeout, lost connection, a worker
-   * killed while waiting): ask Infobip's logs instead of risking a second SMS. Returns the ids that
+   * killed while waiting): ask Infobip's logs instead of risking a second SMS. Returns the messages that
    * Infobip does not know, claimed again for submission. A failed lookup throws: the job retries.
    */
-  async function resolveUnknown(ids: string[], jobLog: Logger): Promise<string[]> {
+  async function resolveUnknown(ids: string[], jobLog: Logger): Promise<Submission[]> {
     const reports = await infobip.logs(ids)
     const known = new Map(reports.flatMap((r) => (r.messageId ? [[r.messageId, r] as const] : [])))
     const transitions = [...known.values()].map(fromLogs)
@@ -81,7 +80,7 @@ export function makeSendProcessor(deps: SendDeps) {
     const unknownToInfobip = ids.filter((id) => !known.has(id))
     jobLog.info({ found: known.size, resubmit: unknownToInfobip.length }, 'looked up messages with an unknown submission outcome')
     const claims = await store.claim(unknownToInfobip, true)
-    return unknownToInfobip.filter((_, i) => claims[i] === 'ok')
+    return claims.flatMap((c) => (c.result === 'ok' ? [c.submission] : []))
   }
 
   /** Submits one request; returns the ids to try again later. */

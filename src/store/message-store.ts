@@ -7,7 +7,7 @@ import { CLAIM, CREATE, RESERVE_BUDGET, TRANSITION } from './scripts.js'
 declare module 'ioredis' {
   interface RedisCommander<Context extends ClientContext> {
     smsTransition(numberOfKeys: number, ...keysAndArgs: string[]): Result<string[][], Context>
-    smsClaim(k1: string, k2: string, force: string, now: string, id: string): Result<'missing' | 'done' | 'unknown' | 'ok', Context>
+    smsClaim(numberOfKeys: number, ...keysAndArgs: string[]): Result<string[][], Context>
     smsCreate(...keysAndArgs: string[]): Result<number, Context>
     smsReserveBudget(k1: string, n: number, limit: number): Result<number, Context>
   }
@@ -94,7 +94,8 @@ export type TransitionResult =
   | { result: 'duplicate'; earlier?: AppliedChange & { at: string } }
   | { result: 'unmatched' }
 
-export type ClaimResult = 'missing' | 'done' | 'unknown' | 'ok'
+/** A message claimed for submission comes with what the submission needs. */
+export type Claim = { result: 'ok'; submission: Submission } | { result: 'missing' | 'done' | 'unknown' }
 
 export interface SearchQuery {
   status?: Status | undefined
@@ -114,7 +115,7 @@ export interface IdempotencyRecord {
 }
 
 const IDEMPOTENCY_TTL_SECONDS = 24 * 60 * 60
-/** Status changes per TRANSITION call: Redis runs each call whole, so a call stays short (a few ms). */
+/** Messages per TRANSITION or CLAIM call: Redis runs each call whole, so a call stays short (a few ms). */
 const TRANSITION_BATCH = 100
 const UNMATCHED_KEPT = 1000
 
@@ -133,7 +134,7 @@ export class MessageStore {
     this.#ttlSeconds = ttlDays * 24 * 60 * 60
     // The number of keys depends on the batch: given with each call.
     redis.defineCommand('smsTransition', { lua: TRANSITION })
-    redis.defineCommand('smsClaim', { numberOfKeys: 2, lua: CLAIM })
+    redis.defineCommand('smsClaim', { lua: CLAIM })
     redis.defineCommand('smsCreate', { numberOfKeys: 6, lua: CREATE })
     redis.defineCommand('smsReserveBudget', { numberOfKeys: 1, lua: RESERVE_BUDGET })
   }
@@ -208,17 +209,6 @@ export class MessageStore {
     })
   }
 
-  /** What a submission to Infobip needs of each message (undefined for one that expired). */
-  async submissions(ids: string[]): Promise<(Submission | undefined)[]> {
-    const pipeline = this.#redis.pipeline()
-    for (const id of ids) pipeline.hmget(this.keys.message(id), 'to', 'from', 'text', 'validityPeriodMinutes')
-    const replies = (await exec(pipeline)) as (string | null)[][]
-    return ids.map((id, i) => {
-      const [to, from, text, validity] = replies[i]!
-      return to && from && text !== null && text !== undefined ? { id, to, from, text, validityPeriodMinutes: validity ? Number(validity) : undefined } : undefined
-    })
-  }
-
   /** The fingerprints of the reports recorded for each message (applied, ignored or duplicate). */
   async fingerprints(ids: string[]): Promise<Set<string>[]> {
     const pipeline = this.#redis.pipeline()
@@ -277,12 +267,20 @@ export class MessageStore {
     return replies.flat().map(parseTransition)
   }
 
-  /** Claims messages for submission (see CLAIM): one pipeline for a whole batch job. */
-  async claim(ids: string[], force = false): Promise<ClaimResult[]> {
+  /** Claims messages for submission (see CLAIM): one call per 100 of them, all in one pipeline. */
+  async claim(ids: string[], force = false): Promise<Claim[]> {
     const pipeline = this.#redis.pipeline()
     const now = String(Date.now())
-    for (const id of ids) pipeline.smsClaim(this.keys.message(id), this.keys.open(), force ? 'force' : '', now, id)
-    return (await exec(pipeline)) as ClaimResult[]
+    for (let start = 0; start < ids.length; start += TRANSITION_BATCH) {
+      const batch = ids.slice(start, start + TRANSITION_BATCH)
+      pipeline.smsClaim(1 + batch.length, this.keys.open(), ...batch.map((id) => this.keys.message(id)), force ? 'force' : '', now, ...batch)
+    }
+    const replies = ((await exec(pipeline)) as string[][][]).flat()
+    return replies.map(([result, to, from, text, validity], i): Claim =>
+      result === 'ok'
+        ? { result, submission: { id: ids[i]!, to: to!, from: from!, text: text!, validityPeriodMinutes: validity ? Number(validity) : undefined } }
+        : { result: result as 'missing' | 'done' | 'unknown' },
+    )
   }
 
   /** Infobip answered without accepting (429, 4xx, 5xx): the outcome of the submission is known. */

@@ -114,24 +114,30 @@ return 1
 `
 
 /**
- * Claims a message for submission to Infobip. A message past QUEUED is never submitted again; one
- * whose earlier submission has no known outcome (the in-flight marker is still there) must be looked
- * up first, unless the caller already did (ARGV[1] = "force").
+ * Claims messages for submission to Infobip, a job's worth in one call. A message past QUEUED is
+ * never submitted again; one whose earlier submission has no known outcome (the in-flight marker is
+ * still there) must be looked up first, unless the caller already did (ARGV[1] = "force"). A claimed
+ * message enters the open index (the reconciler looks it up if no final report comes), and what its
+ * submission needs comes back with the claim.
  *
- * A claimed message enters the open index: the reconciler looks it up if no final report comes.
- *
- * KEYS: 1 record hash, 2 open index. ARGV: 1 "force" or "", 2 now (ms), 3 message id
- * Returns "missing" | "done" | "unknown" | "ok"
+ * KEYS: 1 open index, 2… the records. ARGV: 1 "force" or "", 2 now (ms), 3… the message ids
+ * Returns per message {"missing"} | {"done"} | {"unknown"} | {"ok", to, from, text, validity minutes or ""}
  */
 export const CLAIM = `
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then return 'missing' end
-if status ~= 'QUEUED' then return 'done' end
-if ARGV[1] ~= 'force' and redis.call('HEXISTS', KEYS[1], 'inflight') == 1 then return 'unknown' end
-redis.call('HSET', KEYS[1], 'inflight', ARGV[2], 'submittedAt', ARGV[2])
-redis.call('HINCRBY', KEYS[1], 'attempts', 1)
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
-return 'ok'
+local claims = {}
+for i = 2, #KEYS do
+  local record, id = KEYS[i], ARGV[i + 1]
+  local m = redis.call('HMGET', record, 'status', 'inflight', 'attempts', 'to', 'from', 'text', 'validityPeriodMinutes')
+  if not m[1] then claims[i - 1] = {'missing'}
+  elseif m[1] ~= 'QUEUED' then claims[i - 1] = {'done'}
+  elseif ARGV[1] ~= 'force' and m[2] then claims[i - 1] = {'unknown'}
+  else
+    redis.call('HSET', record, 'inflight', ARGV[2], 'submittedAt', ARGV[2], 'attempts', (tonumber(m[3]) or 0) + 1)
+    redis.call('ZADD', KEYS[1], ARGV[2], id)
+    claims[i - 1] = {'ok', m[4], m[5], m[6], m[7] or ''}
+  end
+end
+return claims
 `
 
 /**
