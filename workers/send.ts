@@ -19,6 +19,11 @@ export interface SendDeps {
   log: Logger
   maxAttempts: number
   backoffMs: number
+  /**
+   * How long a submission can take (INFOBIP_TIMEOUT_MS and a margin): another job's in-flight marker
+   * younger than this means that job is submitting the message now.
+   */
+  busyMs: number
   /** Global cap on submissions per second across all workers; 0 = none. */
   rateLimitPerSecond: number
   /** Pauses the whole queue (BullMQ `worker.rateLimit`), set once the worker exists. */
@@ -42,6 +47,8 @@ class RetryableSendError extends Error {
 export function makeSendProcessor(deps: SendDeps) {
   const { store, infobip, log } = deps
 
+  const claimBy = (job: Job<SendJob>) => ({ owner: job.id ?? '', busyMs: deps.busyMs })
+
   return async function processSend(job: Job<SendJob>): Promise<void> {
     const jobLog = log.child({ jobId: job.id, attempt: job.attemptsMade + 1 })
     const ids = job.data.ids
@@ -51,11 +58,14 @@ export function makeSendProcessor(deps: SendDeps) {
       throw Worker.RateLimitError()
     }
 
-    const claims = await store.claim(ids)
+    const claims = await store.claim(ids, claimBy(job))
     const ready = claims.flatMap((c) => (c.result === 'ok' ? [c.submission] : []))
     const unknown = ids.filter((_, i) => claims[i]!.result === 'unknown')
+    const busy = ids.filter((_, i) => claims[i]!.result === 'busy')
+    // Another job (a second one for the same messages) is submitting these right now: they are its.
+    if (busy.length > 0) jobLog.info({ count: busy.length }, 'messages being submitted by another job; left to it')
     if (unknown.length > 0) {
-      const resolved = await resolveUnknown(unknown, jobLog).catch((error: Error) => retryOrGiveUp(job, unknown, `outcome unknown, logs lookup failed: ${error.message}`))
+      const resolved = await resolveUnknown(unknown, job, jobLog).catch((error: Error) => retryOrGiveUp(job, unknown, `outcome unknown, logs lookup failed: ${error.message}`))
       ready.push(...resolved)
     }
     if (ready.length === 0) return
@@ -72,14 +82,14 @@ export function makeSendProcessor(deps: SendDeps) {
    * killed while waiting): ask Infobip's logs instead of risking a second SMS. Returns the messages that
    * Infobip does not know, claimed again for submission. A failed lookup throws: the job retries.
    */
-  async function resolveUnknown(ids: string[], jobLog: Logger): Promise<Submission[]> {
+  async function resolveUnknown(ids: string[], job: Job<SendJob>, jobLog: Logger): Promise<Submission[]> {
     const reports = await infobip.logs(ids)
     const known = new Map(reports.flatMap((r) => (r.messageId ? [[r.messageId, r] as const] : [])))
     const transitions = [...known.values()].map(fromLogs)
     if (transitions.length > 0) await transition(transitions)
     const unknownToInfobip = ids.filter((id) => !known.has(id))
     jobLog.info({ found: known.size, resubmit: unknownToInfobip.length }, 'looked up messages with an unknown submission outcome')
-    const claims = await store.claim(unknownToInfobip, true)
+    const claims = await store.claim(unknownToInfobip, { ...claimBy(job), force: true })
     return claims.flatMap((c) => (c.result === 'ok' ? [c.submission] : []))
   }
 
@@ -109,7 +119,7 @@ export function makeSendProcessor(deps: SendDeps) {
         if (messages.length > 1) {
           // One bad message must not fail the others: each is retried alone, once.
           jobLog.warn({ status: outcome.status, count: messages.length }, 'infobip refused a request of several messages; retrying each alone')
-          const retry = await Promise.all(messages.map((m) => store.claim([m.id], true).then(() => submit([m], job, jobLog))))
+          const retry = await Promise.all(messages.map((m) => store.claim([m.id], { ...claimBy(job), force: true }).then(() => submit([m], job, jobLog))))
           return retry.flat()
         }
         jobLog.warn({ status: outcome.status, messageId: ids[0] }, 'infobip refused the message')

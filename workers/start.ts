@@ -49,6 +49,7 @@ export async function startWorkers(config: Config, log: Logger): Promise<Running
         apply,
         log: log.child({ worker: 'send' }),
         maxAttempts: sendJobOptions(config).attempts!,
+        busyMs: config.INFOBIP_TIMEOUT_MS + 5000,
         backoffMs: config.SEND_BACKOFF_MS,
         rateLimitPerSecond: config.SEND_RATE_LIMIT_PER_SECOND,
         pauseQueue: async (ms) => worker?.rateLimit(ms),

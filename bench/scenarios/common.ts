@@ -111,7 +111,7 @@ export async function storeMessages(store: MessageStore, count: number): Promise
 /** What the send worker does to them: claim, then PENDING with Infobip's answer. */
 export async function markPending(store: MessageStore, ids: string[]): Promise<void> {
   await inChunks(ids, async (chunk) => {
-    await store.claim(chunk)
+    await store.claim(chunk, { owner: 'bench', busyMs: 15_000 })
     await store.transition(chunk.map((id): Transition => ({
       id,
       status: 'PENDING',

@@ -95,7 +95,16 @@ export type TransitionResult =
   | { result: 'unmatched' }
 
 /** A message claimed for submission comes with what the submission needs. */
-export type Claim = { result: 'ok'; submission: Submission } | { result: 'missing' | 'done' | 'unknown' }
+export type Claim = { result: 'ok'; submission: Submission } | { result: 'missing' | 'done' | 'unknown' | 'busy' }
+
+export interface ClaimOptions {
+  /** The claiming job: a fresh in-flight marker of another job makes a message "busy". */
+  owner: string
+  /** How long a submission can take: an older marker is an unknown outcome, not a busy one. */
+  busyMs: number
+  /** The caller looked the messages up in Infobip's logs already: claim them despite a marker. */
+  force?: boolean
+}
 
 export interface SearchQuery {
   status?: Status | undefined
@@ -268,18 +277,19 @@ export class MessageStore {
   }
 
   /** Claims messages for submission (see CLAIM): one call per 100 of them, all in one pipeline. */
-  async claim(ids: string[], force = false): Promise<Claim[]> {
+  async claim(ids: string[], options: ClaimOptions): Promise<Claim[]> {
     const pipeline = this.#redis.pipeline()
     const now = String(Date.now())
+    const args = [options.force ? 'force' : '', now, options.owner, String(options.busyMs)]
     for (let start = 0; start < ids.length; start += TRANSITION_BATCH) {
       const batch = ids.slice(start, start + TRANSITION_BATCH)
-      pipeline.smsClaim(1 + batch.length, this.keys.open(), ...batch.map((id) => this.keys.message(id)), force ? 'force' : '', now, ...batch)
+      pipeline.smsClaim(1 + batch.length, this.keys.open(), ...batch.map((id) => this.keys.message(id)), ...args, ...batch)
     }
     const replies = ((await exec(pipeline)) as string[][][]).flat()
     return replies.map(([result, to, from, text, validity], i): Claim =>
       result === 'ok'
         ? { result, submission: { id: ids[i]!, to: to!, from: from!, text: text!, validityPeriodMinutes: validity ? Number(validity) : undefined } }
-        : { result: result as 'missing' | 'done' | 'unknown' },
+        : { result: result as 'missing' | 'done' | 'unknown' | 'busy' },
     )
   }
 

@@ -115,24 +115,32 @@ return 1
 
 /**
  * Claims messages for submission to Infobip, a job's worth in one call. A message past QUEUED is
- * never submitted again; one whose earlier submission has no known outcome (the in-flight marker is
- * still there) must be looked up first, unless the caller already did (ARGV[1] = "force"). A claimed
- * message enters the open index (the reconciler looks it up if no final report comes), and what its
- * submission needs comes back with the claim.
+ * never submitted again. A claim leaves an in-flight marker ("<job id>|<ms>") until Infobip's answer
+ * is recorded. A marker left by an earlier attempt of the same job, or older than the busy window
+ * (a submission cannot take longer), means the outcome is unknown: the message must be looked up
+ * first, unless the caller already did (ARGV[1] = "force"). A fresh marker of another job means that
+ * job is submitting it right now (a second job for the same message, as the outbox sweeper can add):
+ * "busy", left to that job. A claimed message enters the open index (the reconciler looks it up if no
+ * final report comes), and what its submission needs comes back with the claim.
  *
- * KEYS: 1 open index, 2… the records. ARGV: 1 "force" or "", 2 now (ms), 3… the message ids
- * Returns per message {"missing"} | {"done"} | {"unknown"} | {"ok", to, from, text, validity minutes or ""}
+ * KEYS: 1 open index, 2… the records
+ * ARGV: 1 "force" or "", 2 now (ms), 3 the claiming job's id, 4 the busy window (ms), 5… the message ids
+ * Returns per message {"missing"} | {"done"} | {"unknown"} | {"busy"} | {"ok", to, from, text, validity minutes or ""}
  */
 export const CLAIM = `
+local now = tonumber(ARGV[2])
 local claims = {}
 for i = 2, #KEYS do
-  local record, id = KEYS[i], ARGV[i + 1]
+  local record, id = KEYS[i], ARGV[i + 3]
   local m = redis.call('HMGET', record, 'status', 'inflight', 'attempts', 'to', 'from', 'text', 'validityPeriodMinutes')
+  local owner, since
+  if m[2] then owner, since = string.match(m[2], '^(.*)|(%d+)$') end
   if not m[1] then claims[i - 1] = {'missing'}
   elseif m[1] ~= 'QUEUED' then claims[i - 1] = {'done'}
+  elseif ARGV[1] ~= 'force' and owner and owner ~= ARGV[3] and now - tonumber(since) < tonumber(ARGV[4]) then claims[i - 1] = {'busy'}
   elseif ARGV[1] ~= 'force' and m[2] then claims[i - 1] = {'unknown'}
   else
-    redis.call('HSET', record, 'inflight', ARGV[2], 'submittedAt', ARGV[2], 'attempts', (tonumber(m[3]) or 0) + 1)
+    redis.call('HSET', record, 'inflight', ARGV[3] .. '|' .. ARGV[2], 'submittedAt', ARGV[2], 'attempts', (tonumber(m[3]) or 0) + 1)
     redis.call('ZADD', KEYS[1], ARGV[2], id)
     claims[i - 1] = {'ok', m[4], m[5], m[6], m[7] or ''}
   end
