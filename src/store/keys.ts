@@ -2,8 +2,8 @@ import { STATUS, type Status } from '../domain/status.js'
 
 /**
  * Every Redis key name of the service. Per-message keys carry the message id as a hash tag
- * (`{msg_…}`), so that the record (events and report fingerprints included) and its `infobip` JSON live in one slot and every
- * script touches one slot, as Redis Cluster requires.
+ * (`{msg_…}`), so that the record (events and report fingerprints included) and its `infobip` JSON
+ * live in one slot.
  *
  * The indexes (`idx:*`) are sorted sets whose members are message ids. Ids are ULIDs, which sort by
  * creation time, so all but `idx:open` use score 0 and lexicographic ranges: newest first is a

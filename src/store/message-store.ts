@@ -125,7 +125,11 @@ export interface IdempotencyRecord {
 
 const IDEMPOTENCY_TTL_SECONDS = 24 * 60 * 60
 /** Messages per TRANSITION or CLAIM call: Redis runs each call whole, so a call stays short (a few ms). */
-const TRANSITION_BATCH = 100
+const PER_CALL = 100
+/** `items` in runs of PER_CALL, one script call each. */
+function* perCall<T>(items: T[]): Generator<T[]> {
+  for (let start = 0; start < items.length; start += PER_CALL) yield items.slice(start, start + PER_CALL)
+}
 const UNMATCHED_KEPT = 1000
 
 /**
@@ -244,16 +248,15 @@ export class MessageStore {
   }
 
   /**
-   * Applies status changes, each one atomically (SPEC §5): one TRANSITION call per
-   * TRANSITION_BATCH of them, all calls in one pipeline.
+   * Applies status changes, each one atomically (SPEC §5): one TRANSITION call per 100 of them, all
+   * calls in one pipeline.
    */
   async transition(transitions: Transition[]): Promise<TransitionResult[]> {
     const pipeline = this.#redis.pipeline()
     const now = Date.now()
     const shared = [this.keys.open(), ...this.keys.statusIndexes()]
     const ttl = String(this.#ttlSeconds)
-    for (let start = 0; start < transitions.length; start += TRANSITION_BATCH) {
-      const batch = transitions.slice(start, start + TRANSITION_BATCH)
+    for (const batch of perCall(transitions)) {
       const keys = [...shared]
       const args = [ttl]
       for (const t of batch) {
@@ -281,8 +284,7 @@ export class MessageStore {
     const pipeline = this.#redis.pipeline()
     const now = String(Date.now())
     const args = [options.force ? 'force' : '', now, options.owner, String(options.busyMs)]
-    for (let start = 0; start < ids.length; start += TRANSITION_BATCH) {
-      const batch = ids.slice(start, start + TRANSITION_BATCH)
+    for (const batch of perCall(ids)) {
       pipeline.smsClaim(1 + batch.length, this.keys.open(), ...batch.map((id) => this.keys.message(id)), ...args, ...batch)
     }
     const replies = ((await exec(pipeline)) as string[][][]).flat()

@@ -1,16 +1,17 @@
 import { FINAL_RANK, RANK, STATUS } from '../domain/status.js'
 
 /**
- * The Lua scripts of the store. Each touches the keys of one message only (one hash slot).
+ * The Lua scripts of the store. CREATE touches one message's keys; TRANSITION and CLAIM take up to
+ * 100 messages per call (see README "Indexes and Redis Cluster" for what Cluster would need).
  * The rank table is generated from `RANK` so that Lua and TypeScript cannot disagree.
  */
 const rankTable = `{${Object.entries(RANK).map(([status, rank]) => `${status}=${rank}`).join(',')}}`
 /** Status → position of its index among the script's KEYS (after the open index). */
 const indexTable = `{${Object.values(STATUS).map((status, i) => `${status}=${i + 2}`).join(',')}}`
 /** KEYS before the per-message ones: the open index and the status indexes. */
-export const TRANSITION_SHARED_KEYS = 1 + Object.values(STATUS).length
+const TRANSITION_SHARED_KEYS = 1 + Object.values(STATUS).length
 /** ARGV per status change. */
-export const TRANSITION_ARGS = 9
+const TRANSITION_ARGS = 9
 
 /**
  * Applies a list of status changes, each on its own message (SPEC §5 rules 1–4), in one call: the

@@ -289,6 +289,20 @@ export class Stack {
     return http
   }
 
+  /**
+   * `count` messages with ordinary numbers (their default outcome), stored through the API's
+   * `POST /messages/batch`, 1,000 per request, each answer checked: their ids, in order.
+   */
+  async createMessages(t: Test, count: number, text: string): Promise<string[]> {
+    const ids: string[] = []
+    for (let b = 0; b < count / 1000; b++) {
+      const res = await this.api!.post('/messages/batch', { messages: Array.from({ length: 1000 }, (_, i) => ({ to: phone(ordinary(b * 1000 + i)), text })) }, BEARER)
+      t.equal(res.status, 202)
+      ids.push(...res.json<{ messages: { id: string }[] }>().messages.map((m) => m.id))
+    }
+    return ids
+  }
+
   /** The API (`npm start`), its delivery-report URL pointing at itself. */
   async startApi(extra: Env = {}): Promise<Proc> {
     const proc = this.#spawn('api', 'src/server.ts', { PORT: this.apiPort, ...extra })

@@ -2,7 +2,7 @@ import t from 'tap'
 import { parseReport } from '../../src/domain/reports.js'
 import type { Message, Transition } from '../../src/store/message-store.js'
 import { applyModel, comparable, newModelMessage, random, shuffle, STATUSES, v2Report, v3Report, witness } from '../helpers/reports.js'
-import { Chaos, DLR_PATH, mapLimit, ordinary, phone, until, BEARER } from './harness.js'
+import { Chaos, DLR_PATH, mapLimit, until } from './harness.js'
 
 /**
  * Chaos 4: a storm of delivery reports — 50,000, a third of them exact duplicates, shuffled, in POSTs
@@ -37,12 +37,7 @@ t.test(`${TOTAL.toLocaleString('en')} reports, a third duplicated, shuffled, acr
   const api = stack.api!
   const rand = random(seed)
 
-  const ids: string[] = []
-  for (let b = 0; b < MESSAGES / 1000; b++) {
-    const res = await api.post('/messages/batch', { messages: Array.from({ length: 1000 }, (_, i) => ({ to: phone(ordinary(b * 1000 + i)), text: 'storm' })) }, BEARER)
-    t.equal(res.status, 202)
-    ids.push(...res.json<{ messages: Message[] }>().messages.map((m) => m.id))
-  }
+  const ids = await stack.createMessages(t, MESSAGES, 'storm')
 
   // Per message: PENDING, SENT, a final; every 5th a late PENDING; every 7th a second, different
   // final (then the first one applied wins); v2 and v3 shapes.

@@ -110,12 +110,7 @@ t.test('dlr: a dlr worker SIGKILLed while 20,000 reports are applied; the others
   const rand = random(seed)
 
   // Stored through the API; no send worker runs, so reports find them QUEUED, as they may in life.
-  const ids: string[] = []
-  for (let b = 0; b < MESSAGES / 1000; b++) {
-    const res = await api.post('/messages/batch', { messages: Array.from({ length: 1000 }, (_, i) => ({ to: phone(ordinary(b * 1000 + i)), text: 'dlr crash' })) }, BEARER)
-    t.equal(res.status, 202)
-    ids.push(...res.json<{ messages: Message[] }>().messages.map((m) => m.id))
-  }
+  const ids = await stack.createMessages(t, MESSAGES, 'dlr crash')
 
   // Per message: PENDING, SENT, one final; one of the three again (an exact duplicate): 20,000 reports.
   const finals = [STATUSES.DELIVERED_TO_HANDSET, STATUSES.DELIVERED_TO_HANDSET, STATUSES.UNDELIVERABLE_NOT_DELIVERED, STATUSES.EXPIRED_EXPIRED, STATUSES.REJECTED_NETWORK]
