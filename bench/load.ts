@@ -44,7 +44,7 @@ export async function fire(options: LoadOptions): Promise<LoadResult> {
         ...(options.amount !== undefined ? { amount: options.amount } : { duration: options.duration ?? 5 }),
         timeout: 30,
       },
-      (error, result) => (error ? reject(error) : resolve(result)),
+      (error, result) => (error ? reject(error instanceof Error ? error : new Error(String(error))) : resolve(result)),
     )
     instance.on('response', () => (lastAnswer = performance.now()))
   })

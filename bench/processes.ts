@@ -102,14 +102,19 @@ export async function until(check: () => Promise<boolean> | boolean, what: strin
 
 /** Waits until `url` answers 200; fails early, with the end of its log, if the process dies. */
 export async function httpReady(child: Child, url: string, timeoutMs = 20_000): Promise<void> {
-  await until(async () => {
-    if (!alive(child)) throw new Error(`${child.name} exited (${child.proc.exitCode ?? child.proc.signalCode}):\n${tail(child)}`)
-    try {
-      return (await fetch(url)).ok
-    } catch {
-      return false
-    }
-  }, `${child.name} at ${url}`, timeoutMs, 100)
+  await until(
+    async () => {
+      if (!alive(child)) throw new Error(`${child.name} exited (${child.proc.exitCode ?? child.proc.signalCode}):\n${tail(child)}`)
+      try {
+        return (await fetch(url)).ok
+      } catch {
+        return false
+      }
+    },
+    `${child.name} at ${url}`,
+    timeoutMs,
+    100,
+  )
 }
 
 export function assertAlive(child: Child): void {

@@ -30,7 +30,10 @@ if (!arg) {
   process.exit(1)
 }
 const file = statSync(arg).isDirectory()
-  ? readdirSync(arg).filter((f) => f.endsWith('.cpuprofile')).map((f) => join(arg, f)).sort((a, b) => statSync(b).size - statSync(a).size)[0]!
+  ? readdirSync(arg)
+      .filter((f) => f.endsWith('.cpuprofile'))
+      .map((f) => join(arg, f))
+      .sort((a, b) => statSync(b).size - statSync(a).size)[0]!
   : arg
 const profile = JSON.parse(readFileSync(file, 'utf8')) as Profile
 const byId = new Map(profile.nodes.map((n) => [n.id, n]))
@@ -62,7 +65,13 @@ for (const [id, us] of self) {
 }
 
 const top = (map: Map<string, number>, n: number) =>
-  [...map].sort((a, b) => b[1] - a[1]).slice(0, n).map(([name, us]) => `${((us / total) * 100).toFixed(1).padStart(5)}%  ${name}`).join('\n')
+  [...map]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, n)
+    .map(([name, us]) => `${((us / total) * 100).toFixed(1).padStart(5)}%  ${name}`)
+    .join('\n')
 
 const count = Number(countArg ?? 25)
-console.log(`${file}: ${(total / 1e6).toFixed(1)} s sampled${fromSeconds ? ` from ${fromSeconds} s on` : ''}\n\nself time by function:\n${top(functions, count)}\n\nself time by package or file:\n${top(places, 15)}`)
+console.log(
+  `${file}: ${(total / 1e6).toFixed(1)} s sampled${fromSeconds ? ` from ${fromSeconds} s on` : ''}\n\nself time by function:\n${top(functions, count)}\n\nself time by package or file:\n${top(places, 15)}`,
+)

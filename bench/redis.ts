@@ -46,7 +46,7 @@ export async function statusCounts(redis: Redis, keys: string[]): Promise<Record
     const pipeline = redis.pipeline()
     for (const key of keys.slice(i, i + 5000)) pipeline.hget(key, 'status')
     for (const [, status] of (await pipeline.exec()) ?? []) {
-      const name = String(status ?? 'missing')
+      const name = typeof status === 'string' ? status : 'missing'
       counts[name] = (counts[name] ?? 0) + 1
     }
   }

@@ -25,8 +25,7 @@ export interface Check {
 export const check = (name: string, ok: boolean, detail: string): Check => ({ name, ok, detail })
 
 /** `a == b` as a check, with both numbers in its detail. */
-export const equal = (name: string, actual: number, expected: number): Check =>
-  check(name, actual === expected, `${name}: ${actual} (expected ${expected})`)
+export const equal = (name: string, actual: number, expected: number): Check => check(name, actual === expected, `${name}: ${actual} (expected ${expected})`)
 
 const started = Date.now()
 
@@ -37,16 +36,12 @@ export function progress(message: string): void {
 
 export const elapsedSeconds = (): number => (Date.now() - started) / 1000
 
-const fmt = (n: number): string =>
-  Number.isNaN(n) ? '–' : n >= 100 ? Math.round(n).toLocaleString('en-US') : n >= 10 ? n.toFixed(1) : n.toFixed(2)
+const fmt = (n: number): string => (Number.isNaN(n) ? '–' : n >= 100 ? Math.round(n).toLocaleString('en-US') : n >= 10 ? n.toFixed(1) : n.toFixed(2))
 
 const ratioOf = (row: Row): number | undefined => (row.ceiling && row.ceiling.value > 0 ? row.figure / row.ceiling.value : undefined)
 
 export function markdownTable(rows: Row[]): string {
-  const lines = [
-    '| scenario | figure | p50 ms | p99 ms | ceiling (same run) | ratio | target | checks |',
-    '|---|---:|---:|---:|---|---:|---|---|',
-  ]
+  const lines = ['| scenario | figure | p50 ms | p99 ms | ceiling (same run) | ratio | target | checks |', '|---|---:|---:|---:|---|---:|---|---|']
   for (const row of rows) {
     const ratio = ratioOf(row)
     const failed = row.checks.filter((c) => !c.ok)

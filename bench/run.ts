@@ -143,7 +143,13 @@ async function endToEndRuns(batchRate: number): Promise<void> {
     await stop(sim.child)
   }
   if (workerPeakMb > 0) {
-    rows.push({ scenario: 'RSS of a worker process under end-to-end load (peak)', figure: workerPeakMb, unit: 'MB', checks: [], notes: `API peak in the same runs: ${Math.round(apiPeakMb)} MB` })
+    rows.push({
+      scenario: 'RSS of a worker process under end-to-end load (peak)',
+      figure: workerPeakMb,
+      unit: 'MB',
+      checks: [],
+      notes: `API peak in the same runs: ${Math.round(apiPeakMb)} MB`,
+    })
   }
 }
 
@@ -179,7 +185,15 @@ const file = writeResults(resultsDir, rows, {
   startedAt: new Date(Date.now() - seconds * 1000).toISOString(),
   seconds,
   machine: { cores: cpus().length, cpu: cpus()[0]?.model, node: process.version, loadAverageAtEnd: loadavg() },
-  settings: { httpSeconds: ctx.seconds, connections: ctx.connections, e2eMessages, e2eReduced: e2eReduced || undefined, budgetSeconds, logLevel: ctx.settings.logLevel, simLatencyMs: SIM_LATENCY_MS },
+  settings: {
+    httpSeconds: ctx.seconds,
+    connections: ctx.connections,
+    e2eMessages,
+    e2eReduced: e2eReduced || undefined,
+    budgetSeconds,
+    logLevel: ctx.settings.logLevel,
+    simLatencyMs: SIM_LATENCY_MS,
+  },
   otherProcessesCores: contention,
   error: fatal?.message,
 })

@@ -34,7 +34,13 @@ export interface Http {
 }
 
 /** Starts `entry` on a free port and waits for `readyPath`; a process that never gets ready is stopped. */
-async function startHttp(name: string, entry: string, env: (port: number) => Record<string, string>, readyPath: string, settings: BenchSettings): Promise<Http> {
+async function startHttp(
+  name: string,
+  entry: string,
+  env: (port: number) => Record<string, string>,
+  readyPath: string,
+  settings: BenchSettings,
+): Promise<Http> {
   const port = await freePort()
   const child = start(name, entry, env(port), settings)
   const url = `http://127.0.0.1:${port}`
@@ -81,10 +87,15 @@ export async function startWorkerProcesses(
   )
   const queue = new Queue(queues.split(',')[0]!, { connection: redis, prefix })
   try {
-    await until(async () => {
-      for (const child of children) assertAlive(child)
-      return (await queue.getWorkersCount()) >= count
-    }, `${count} ${queues} worker process(es)`, 30_000, 100)
+    await until(
+      async () => {
+        for (const child of children) assertAlive(child)
+        return (await queue.getWorkersCount()) >= count
+      },
+      `${count} ${queues} worker process(es)`,
+      30_000,
+      100,
+    )
   } catch (error) {
     await Promise.all(children.map((child) => stop(child)))
     throw error

@@ -53,7 +53,12 @@ export interface Accepted {
  * Turns validated bodies into stored messages and send jobs (through the group commit: all or
  * nothing, so a 503 leaves nothing behind), or answers an Idempotency-Key replay.
  */
-export async function acceptMessages(deps: AcceptDeps, bodies: NewMessageBody[], fieldPrefix: (i: number) => string, idempotency?: Idempotency): Promise<Accepted> {
+export async function acceptMessages(
+  deps: AcceptDeps,
+  bodies: NewMessageBody[],
+  fieldPrefix: (i: number) => string,
+  idempotency?: Idempotency,
+): Promise<Accepted> {
   const now = Date.now()
   const messages = bodies.map((body, i) => prepare(body, fieldPrefix(i), deps.config, now))
   await checkCallbackUrls(bodies, fieldPrefix, deps.config)
@@ -62,7 +67,8 @@ export async function acceptMessages(deps: AcceptDeps, bodies: NewMessageBody[],
     const fingerprint = sha256(stableStringify(bodies))
     const earlier = await deps.store.reserveIdempotencyKey(idempotency.scope, idempotency.key, { fingerprint, ids: messages.map((m) => m.id) })
     if (earlier) {
-      if (earlier.fingerprint !== fingerprint) throw new HttpError(422, 'Idempotency-Key was already used with a different request body', 'IDEMPOTENCY_MISMATCH')
+      if (earlier.fingerprint !== fingerprint)
+        throw new HttpError(422, 'Idempotency-Key was already used with a different request body', 'IDEMPOTENCY_MISMATCH')
       return { messages: await waitForEarlier(deps.store, earlier.ids), replayed: true }
     }
   }
@@ -136,8 +142,9 @@ async function waitForEarlier(store: MessageStore, ids: string[], timeoutMs = 20
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const found = await store.getMany(ids)
-    if (found.every((m) => m !== undefined)) return found as Message[]
-    if (Date.now() > deadline) throw new HttpError(409, 'A request with this Idempotency-Key is still being processed; retry shortly', 'IDEMPOTENCY_IN_PROGRESS')
+    if (found.every((m) => m !== undefined)) return found
+    if (Date.now() > deadline)
+      throw new HttpError(409, 'A request with this Idempotency-Key is still being processed; retry shortly', 'IDEMPOTENCY_IN_PROGRESS')
     await new Promise((resolve) => setTimeout(resolve, 25))
   }
 }

@@ -1,7 +1,14 @@
 import { randomUUID } from 'node:crypto'
 import fastifyEnv from '@fastify/env'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import Fastify, { LogController, type FastifyError, type FastifyRequest, type FastifyInstance, type FastifySchemaValidationError, type FastifyServerOptions } from 'fastify'
+import Fastify, {
+  LogController,
+  type FastifyError,
+  type FastifyRequest,
+  type FastifyInstance,
+  type FastifySchemaValidationError,
+  type FastifyServerOptions,
+} from 'fastify'
 import { ConfigSchema, type Config } from './config.js'
 import { HttpError, isRedisUnavailable } from './errors.js'
 import { loggerOptions } from './logger.js'

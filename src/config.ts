@@ -41,7 +41,10 @@ export const ConfigSchema = Type.Object({
   BULL_BOARD_PASSWORD: Type.Optional(Type.String({ minLength: 1 })),
   BULL_BOARD_READ_ONLY: Type.Boolean({ default: true }),
   WORKER_QUEUES: Type.String({ default: 'send,dlr,callback', pattern: '^(send|dlr|callback)(,(send|dlr|callback))*$' }),
-  LOG_LEVEL: Type.Union(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)), { default: 'info' }),
+  LOG_LEVEL: Type.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
+    { default: 'info' },
+  ),
   SIM_PORT: Int(3001, 0, 65535),
   SIM_LATENCY_MS: Int(0, 0),
   SIM_DLR_DELAY_MS: Int(200, 0),
@@ -104,7 +107,10 @@ export function loadConfigOrExit(env: NodeJS.ProcessEnv, required: readonly Conf
 }
 
 export const listOf = (value: string | undefined): string[] =>
-  (value ?? '').split(',').map((s) => s.trim()).filter(Boolean)
+  (value ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
 
 /** The URL Infobip posts delivery reports to; the token travels in the query string. */
 export const dlrUrl = (config: Config): string =>

@@ -63,6 +63,7 @@ closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
 
 const api = `http://localhost:${config.PORT}`
 const key = config.API_KEYS!.split(',')[0]
+// eslint-disable-next-line no-console -- the one thing `npm run dev` is for: telling where everything is
 console.log(`
   SMS delivery service (development)
 

@@ -17,7 +17,8 @@ export class FieldError extends HttpError {
   }
 }
 
-const REDIS_DOWN = /enableOfflineQueue|Connection is closed|ECONNREFUSED|ECONNRESET|ETIMEDOUT|Command timed out|Reached the max retries|Stream isn't writeable|connect ETIMEDOUT|LOADING/i
+const REDIS_DOWN =
+  /enableOfflineQueue|Connection is closed|ECONNREFUSED|ECONNRESET|ETIMEDOUT|Command timed out|Reached the max retries|Stream isn't writeable|connect ETIMEDOUT|LOADING/i
 
 /** True for the errors ioredis raises when Redis is unreachable. */
 export function isRedisUnavailable(error: unknown): boolean {

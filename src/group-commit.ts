@@ -50,7 +50,12 @@ export class GroupCommit {
     if (group.length === 0) return
     this.#group = []
     this.#size = 0
-    commit(this.#store, this.#queue, this.#config, group.flatMap((w) => w.messages)).then(
+    commit(
+      this.#store,
+      this.#queue,
+      this.#config,
+      group.flatMap((w) => w.messages),
+    ).then(
       (stored) => {
         let offset = 0
         for (const waiting of group) {

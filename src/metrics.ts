@@ -54,7 +54,9 @@ export type CounterName = keyof typeof SHARED_COUNTERS
 export type HistogramName = keyof typeof SHARED_HISTOGRAMS
 type Catalogue = typeof SHARED_COUNTERS & typeof SHARED_HISTOGRAMS
 /** The labels a metric takes, each with its closed set of values: `{ outcome: 'accepted' | … }`. */
-export type LabelsOf<N extends keyof Catalogue> = { -readonly [K in keyof Catalogue[N]['labels']]: Catalogue[N]['labels'][K] extends readonly (infer V extends string)[] ? V : never }
+export type LabelsOf<N extends keyof Catalogue> = {
+  -readonly [K in keyof Catalogue[N]['labels']]: Catalogue[N]['labels'][K] extends readonly (infer V extends string)[] ? V : never
+}
 export type Labels = Record<string, string>
 
 /** The hash every process adds its increments to. */
@@ -135,7 +137,8 @@ export class SharedMetrics {
     })()
     let timer: NodeJS.Timeout | undefined
     const timeout = new Promise<'timeout'>((resolve) => (timer = setTimeout(() => resolve('timeout'), CLOSE_TIMEOUT_MS)))
-    if ((await Promise.race([last, timeout])) === 'timeout') this.#log.warn({ key: this.#key }, 'metrics not written to redis before closing; the last increments are lost')
+    if ((await Promise.race([last, timeout])) === 'timeout')
+      this.#log.warn({ key: this.#key }, 'metrics not written to redis before closing; the last increments are lost')
     clearTimeout(timer)
   }
 

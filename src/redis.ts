@@ -6,9 +6,7 @@ import { Redis, type RedisOptions } from 'ioredis'
  */
 export function createRedis(url: string, role: 'producer' | 'worker', extra: RedisOptions = {}): Redis {
   const options: RedisOptions =
-    role === 'producer'
-      ? { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2000 }
-      : { maxRetriesPerRequest: null, enableReadyCheck: true }
+    role === 'producer' ? { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2000 } : { maxRetriesPerRequest: null, enableReadyCheck: true }
   const redis = new Redis(url, { lazyConnect: true, retryStrategy: (times) => Math.min(times * 200, 2000), ...options, ...extra })
   // Connection errors surface through the commands that fail (503 in the API, retries in workers)
   // and through /ready; an unhandled 'error' event would only print a stack trace per reconnect.
@@ -33,6 +31,6 @@ export async function connectOrExplain(redis: Redis, url: string, timeoutMs = 30
   } catch (error) {
     redis.disconnect()
     const message = (error as Error).message
-    throw new Error(message.startsWith('Redis is not reachable') ? message : redisUnreachable(url))
+    throw new Error(message.startsWith('Redis is not reachable') ? message : redisUnreachable(url), { cause: error })
   }
 }

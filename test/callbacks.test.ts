@@ -53,9 +53,24 @@ t.test('every status change after QUEUED is POSTed, signed per Standard Webhooks
   const id = await send('+41793020010', hook.url)
   await waitFor(() => hook.received.some((r) => r.json.final), 15_000, 'the final callback')
   const mine = hook.received.filter((r) => r.json.messageId === id)
-  t.same(mine.map((r) => r.json.status), ['PENDING', 'SENT', 'DELIVERED'])
-  t.same(mine.map((r) => r.json.seq), [2, 3, 4], 'seq order')
-  t.match(mine[2]!.json, { eventId: `${id}-4`, messageId: id, reference: 'order-7', status: 'DELIVERED', previousStatus: 'SENT', final: true, infobip: { status: { groupId: 3, id: 5 } } })
+  t.same(
+    mine.map((r) => r.json.status),
+    ['PENDING', 'SENT', 'DELIVERED'],
+  )
+  t.same(
+    mine.map((r) => r.json.seq),
+    [2, 3, 4],
+    'seq order',
+  )
+  t.match(mine[2]!.json, {
+    eventId: `${id}-4`,
+    messageId: id,
+    reference: 'order-7',
+    status: 'DELIVERED',
+    previousStatus: 'SENT',
+    final: true,
+    infobip: { status: { groupId: 3, id: 5 } },
+  })
   const verifier = new Webhook(CALLBACK_SECRET)
   for (const r of mine) {
     t.equal(r.headers['webhook-id'], r.json.eventId)
@@ -71,7 +86,10 @@ t.test('a 500 is retried with the same webhook-id until it succeeds', async (t) 
   const { send } = await system(t)
   const id = await send('+41793020009', hook.url) // 0009: no report, so one event: PENDING
   await waitFor(() => hook.received.length >= 3, 15_000, 'three deliveries')
-  t.same(hook.received.map((r) => r.json.eventId), [`${id}-2`, `${id}-2`, `${id}-2`])
+  t.same(
+    hook.received.map((r) => r.json.eventId),
+    [`${id}-2`, `${id}-2`, `${id}-2`],
+  )
 })
 
 t.test('410 Gone stops every later delivery for the message', async (t) => {
@@ -80,7 +98,11 @@ t.test('410 Gone stops every later delivery for the message', async (t) => {
   const id = await send('+41793026727', hook.url)
   await waitFor(async () => (await app.store.get(id))?.status === 'DELIVERED', 15_000, 'delivered')
   await waitFor(async () => (await app.queues.callback.getJobCounts('waiting', 'active', 'delayed')).waiting === 0, 5000, 'callback queue drained')
-  t.same(hook.received.map((r) => r.json.status), ['PENDING'], 'DELIVERED was never sent')
+  t.same(
+    hook.received.map((r) => r.json.status),
+    ['PENDING'],
+    'DELIVERED was never sent',
+  )
 })
 
 t.test('a callback that exhausts its retries is dead-lettered and can be replayed', async (t) => {
@@ -122,9 +144,24 @@ t.test('SSRF: callback URLs on private addresses are refused unless CALLBACK_ALL
     t.equal(res.statusCode, 400, callbackUrl)
     t.match(res.json().message, /^body\/callbackUrl is refused: host /)
   }
-  const batch = await app.inject({ method: 'POST', url: '/messages/batch', headers: AUTH, payload: { messages: [{ to: '+41793026727', text: 'x' }, { to: '+41793026727', text: 'x', callbackUrl: 'http://localhost/x' }] } })
+  const batch = await app.inject({
+    method: 'POST',
+    url: '/messages/batch',
+    headers: AUTH,
+    payload: {
+      messages: [
+        { to: '+41793026727', text: 'x' },
+        { to: '+41793026727', text: 'x', callbackUrl: 'http://localhost/x' },
+      ],
+    },
+  })
   t.match(batch.json().message, /^body\/messages\/1\/callbackUrl is refused/)
-  const ok = await app.inject({ method: 'POST', url: '/messages', headers: AUTH, payload: { to: '+41793026727', text: 'x', callbackUrl: 'https://93.184.216.34/hook' } })
+  const ok = await app.inject({
+    method: 'POST',
+    url: '/messages',
+    headers: AUTH,
+    payload: { to: '+41793026727', text: 'x', callbackUrl: 'https://93.184.216.34/hook' },
+  })
   t.equal(ok.statusCode, 202, 'a public address is accepted')
   t.ok(isForbiddenAddress('169.254.169.254') && isForbiddenAddress('fd00:ec2::254') && !isForbiddenAddress('8.8.8.8'))
 })
@@ -132,7 +169,12 @@ t.test('SSRF: callback URLs on private addresses are refused unless CALLBACK_ALL
 t.test('without CALLBACK_SIGNING_SECRET a callbackUrl is refused', async (t) => {
   const config = { ...testConfig('nosecret'), CALLBACK_SIGNING_SECRET: undefined }
   const app = await buildTestApp(t, config)
-  const res = await app.inject({ method: 'POST', url: '/messages', headers: AUTH, payload: { to: '+41793026727', text: 'x', callbackUrl: 'https://93.184.216.34/hook' } })
+  const res = await app.inject({
+    method: 'POST',
+    url: '/messages',
+    headers: AUTH,
+    payload: { to: '+41793026727', text: 'x', callbackUrl: 'https://93.184.216.34/hook' },
+  })
   t.equal(res.statusCode, 400)
   t.match(res.json().message, /callbackUrl cannot be used/)
 })
@@ -140,7 +182,13 @@ t.test('without CALLBACK_SIGNING_SECRET a callbackUrl is refused', async (t) => 
 t.test('at delivery time, a host that resolves to a private address is refused (DNS rebinding)', async (t) => {
   const hook = await receiver(t)
   const app = await buildTestApp(t, testConfig('rebinding'))
-  const processor = makeCallbackProcessor({ store: app.store, queue: app.queues.callback, log: pino({ level: 'silent' }), secret: CALLBACK_SECRET, allowPrivate: false })
+  const processor = makeCallbackProcessor({
+    store: app.store,
+    queue: app.queues.callback,
+    log: pino({ level: 'silent' }),
+    secret: CALLBACK_SECRET,
+    allowPrivate: false,
+  })
   t.teardown(() => processor.close())
   // The URL passed the check when the message was accepted; now its name points to 127.0.0.1.
   const url = hook.url.replace('127.0.0.1', 'localhost')
@@ -152,9 +200,21 @@ t.test('at delivery time, a host that resolves to a private address is refused (
 
 t.test('a report applied again (a worker died before adding its callback) gets its callback job back', async (t) => {
   const app = await buildTestApp(t, testConfig('cb-replay'))
-  const res = await app.inject({ method: 'POST', url: '/messages', headers: AUTH, payload: { to: '+41793026727', text: 'x', callbackUrl: 'https://93.184.216.34/hook' } })
+  const res = await app.inject({
+    method: 'POST',
+    url: '/messages',
+    headers: AUTH,
+    payload: { to: '+41793026727', text: 'x', callbackUrl: 'https://93.184.216.34/hook' },
+  })
   const id = res.json().id as string
-  const report: Transition = { id, status: 'DELIVERED', source: 'dlr', infobipStatus: 'DELIVERED_TO_HANDSET', infobip: { status: { groupId: 3, id: 5 } }, fingerprint: '5|0|x' }
+  const report: Transition = {
+    id,
+    status: 'DELIVERED',
+    source: 'dlr',
+    infobipStatus: 'DELIVERED_TO_HANDSET',
+    infobip: { status: { groupId: 3, id: 5 } },
+    fingerprint: '5|0|x',
+  }
   const apply = makeApplyTransitions({ store: app.store, callbackQueue: app.queues.callback, callbackOptions: {} })
   // The status change lands, but its callback job is lost with the worker that made it.
   const [first] = await app.store.transition([report])

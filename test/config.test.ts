@@ -21,7 +21,11 @@ t.test('a bad or missing variable stops start-up with one line naming it', async
 })
 
 t.test('secrets never appear in the error', async (t) => {
-  for (const [name, value] of [['DLR_WEBHOOK_TOKEN', 'short-secret'], ['CALLBACK_SIGNING_SECRET', 'plain-secret'], ['REDIS_URL', 'mysecret@redis']]) {
+  for (const [name, value] of [
+    ['DLR_WEBHOOK_TOKEN', 'short-secret'],
+    ['CALLBACK_SIGNING_SECRET', 'plain-secret'],
+    ['REDIS_URL', 'mysecret@redis'],
+  ]) {
     const error = t.throws(() => loadConfig({ [name!]: value! })) as Error
     t.match(error.message, new RegExp(`^Invalid configuration: ${name}`))
     t.notOk(error.message.includes(value!), `${name} value not echoed`)

@@ -36,18 +36,32 @@ t.test('a full send → report cycle logs no secret, no text and no full phone n
   const numbers = ['+41 79 302 61 23', '+41 79 302 00 06', '+41 79 302 00 07']
   const ids: string[] = []
   for (const to of numbers) {
-    const res = await app.inject({ method: 'POST', url: '/messages', headers: { authorization: `Bearer ${API_KEY}`, 'idempotency-key': `log-${to}` }, payload: { to, text } })
+    const res = await app.inject({
+      method: 'POST',
+      url: '/messages',
+      headers: { authorization: `Bearer ${API_KEY}`, 'idempotency-key': `log-${to}` },
+      payload: { to, text },
+    })
     ids.push(res.json().id)
   }
   // A request with bad credentials and a bad body are logged too.
   await app.inject({ method: 'POST', url: '/messages', headers: { authorization: 'Bearer not-a-key-but-secret' }, payload: { to: '+41793026123', text } })
   await app.inject({ method: 'POST', url: `/infobip-dlr?token=${DLR_TOKEN}`, payload: 'not json', headers: { 'content-type': 'application/json' } })
-  await app.inject({ method: 'POST', url: '/infobip-dlr', headers: { 'x-webhook-token': DLR_TOKEN }, payload: { results: [{ messageId: 'msg_unknown', to: '41793026123', status: { groupId: 3, id: 5 } }] } })
+  await app.inject({
+    method: 'POST',
+    url: '/infobip-dlr',
+    headers: { 'x-webhook-token': DLR_TOKEN },
+    payload: { results: [{ messageId: 'msg_unknown', to: '41793026123', status: { groupId: 3, id: 5 } }] },
+  })
 
-  await waitFor(async () => {
-    const messages = await app.store.getMany(ids)
-    return messages.every((m) => m?.final) || undefined
-  }, 15_000, 'all final')
+  await waitFor(
+    async () => {
+      const messages = await app.store.getMany(ids)
+      return messages.every((m) => m?.final) || undefined
+    },
+    15_000,
+    'all final',
+  )
   await new Promise((resolve) => setImmediate(resolve))
 
   const all = logs.lines.join('\n')

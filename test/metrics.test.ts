@@ -41,10 +41,14 @@ async function secondApp(t: Test, config: Config) {
 async function expectSamples(t: Test, scrape: () => Promise<{ samples: Map<string, number> }>, expected: Record<string, number>, what: string) {
   let samples = new Map<string, number>()
   const pick = () => Object.fromEntries(Object.keys(expected).map((k) => [k, samples.get(k)]))
-  await waitFor(async () => {
-    samples = (await scrape()).samples
-    return Object.entries(expected).every(([k, v]) => samples.get(k) === v)
-  }, 10_000, what).catch(() => {})
+  await waitFor(
+    async () => {
+      samples = (await scrape()).samples
+      return Object.entries(expected).every(([k, v]) => samples.get(k) === v)
+    },
+    10_000,
+    what,
+  ).catch(() => {})
   t.same(pick(), expected, what)
   return samples
 }
@@ -60,26 +64,54 @@ t.test('a scrape of another API process shows what the API and the workers count
   t.equal(batch.statusCode, 202)
   const ids = (batch.json().messages as Message[]).map((m) => m.id)
   for (const last4 of ['0004', '0005', '0006']) {
-    const res = await app.inject({ method: 'POST', url: '/messages', headers: { ...AUTH, 'idempotency-key': `k-${last4}` }, payload: { to: `+4179302${last4}`, text: 'hi' } })
+    const res = await app.inject({
+      method: 'POST',
+      url: '/messages',
+      headers: { ...AUTH, 'idempotency-key': `k-${last4}` },
+      payload: { to: `+4179302${last4}`, text: 'hi' },
+    })
     t.equal(res.statusCode, 202)
     ids.push(res.json().id as string)
   }
-  const replay = await app.inject({ method: 'POST', url: '/messages', headers: { ...AUTH, 'idempotency-key': 'k-0004' }, payload: { to: '+41793020004', text: 'hi' } })
+  const replay = await app.inject({
+    method: 'POST',
+    url: '/messages',
+    headers: { ...AUTH, 'idempotency-key': 'k-0004' },
+    payload: { to: '+41793020004', text: 'hi' },
+  })
   t.equal(replay.statusCode, 200, 'a replay creates nothing')
 
   // Done when every message is final, Infobip has posted every report and the dlr queue is empty.
-  const messages = await waitFor(async () => {
-    const all = (await app.store.getMany(ids)) as Message[]
-    return all.every((m) => m.final) ? all : undefined
-  }, 20_000, 'every message to be final')
+  const messages = await waitFor(
+    async () => {
+      const all = (await app.store.getMany(ids)) as Message[]
+      return all.every((m) => m.final) ? all : undefined
+    },
+    20_000,
+    'every message to be final',
+  )
   const posted = [1, 1, 1, 3, 2, 2, 1, 1, 1, 0] // in the order of `ids`
-  await waitFor(async () => {
-    const views = await Promise.all(ids.map(async (id) => ((await (await fetch(`${sim.url}/_sim/messages/${id}`)).json()) as { reportsPosted: number }).reportsPosted))
-    return views.every((n, i) => n === posted[i])
-  }, 15_000, 'every report to be posted')
-  await waitFor(async () => Object.values(await dlrQueue.getJobCounts('waiting', 'active', 'delayed', 'prioritized')).every((n) => n === 0), 15_000, 'the dlr queue to drain')
+  await waitFor(
+    async () => {
+      const views = await Promise.all(
+        ids.map(async (id) => ((await (await fetch(`${sim.url}/_sim/messages/${id}`)).json()) as { reportsPosted: number }).reportsPosted),
+      )
+      return views.every((n, i) => n === posted[i])
+    },
+    15_000,
+    'every report to be posted',
+  )
+  await waitFor(
+    async () => Object.values(await dlrQueue.getJobCounts('waiting', 'active', 'delayed', 'prioritized')).every((n) => n === 0),
+    15_000,
+    'the dlr queue to drain',
+  )
   const final = (await app.store.getMany(ids)) as Message[]
-  t.same(final.map((m) => m.status), messages.map((m) => m.status), 'no status changed after the last report')
+  t.same(
+    final.map((m) => m.status),
+    messages.map((m) => m.status),
+    'no status changed after the last report',
+  )
 
   const events = final.flatMap((m) => m.events)
   const byStatus = (status: string) => events.filter((e) => e.status === status).length
@@ -94,7 +126,10 @@ t.test('a scrape of another API process shows what the API and the workers count
     {
       sms_messages_created_total: 10,
       ...Object.fromEntries(
-        ['QUEUED', 'PENDING', 'SENT', 'DELIVERED', 'UNDELIVERABLE', 'EXPIRED', 'REJECTED', 'FAILED'].map((s) => [`sms_status_transitions_total{status="${s}"}`, byStatus(s)]),
+        ['QUEUED', 'PENDING', 'SENT', 'DELIVERED', 'UNDELIVERABLE', 'EXPIRED', 'REJECTED', 'FAILED'].map((s) => [
+          `sms_status_transitions_total{status="${s}"}`,
+          byStatus(s),
+        ]),
       ),
       // 7 in one request; 0004: 500, 500, accepted; 0005: 429, accepted; 0006: 400.
       'sms_infobip_submissions_total{outcome="accepted"}': 9,
@@ -120,7 +155,8 @@ t.test('a scrape of another API process shows what the API and the workers count
   t.ok(samples.get('sms_submit_to_final_seconds_sum')! > 0, 'latencies summed')
   t.ok(samples.get('sms_submit_to_final_seconds_bucket{le="0.5"}')! <= fromReports, 'buckets are cumulative')
   for (const queue of ['send', 'dlr', 'callback']) {
-    for (const state of ['waiting', 'active', 'delayed', 'failed']) t.ok(samples.has(`sms_queue_jobs{queue="${queue}",state="${state}"}`), `${queue} ${state} depth`)
+    for (const state of ['waiting', 'active', 'delayed', 'failed'])
+      t.ok(samples.has(`sms_queue_jobs{queue="${queue}",state="${state}"}`), `${queue} ${state} depth`)
   }
   t.equal(samples.get('sms_queue_jobs{queue="send",state="failed"}'), 0)
   t.equal(samples.get('sms_queue_jobs{queue="dlr",state="waiting"}'), 0)
@@ -147,7 +183,10 @@ t.test('a scrape of another API process shows what the API and the workers count
   t.equal(own.get('http_request_duration_seconds_count{method="POST",route="/messages",status_code="200"}'), 1)
   t.equal(own.get('http_request_duration_seconds_count{method="POST",route="/messages/batch",status_code="202"}'), 1)
   t.ok(own.get('http_request_duration_seconds_count{method="POST",route="/infobip-dlr",status_code="200"}')! >= 1, 'reports POSTed over HTTP')
-  t.notOk([...samples.keys()].some((k) => k.startsWith('http_request_duration_seconds_count{method="POST"')), 'not in the other process')
+  t.notOk(
+    [...samples.keys()].some((k) => k.startsWith('http_request_duration_seconds_count{method="POST"')),
+    'not in the other process',
+  )
 
   // The reconciler keeps the number of stale messages in Redis.
   await app.redis.set(makeKeys(config.KEY_PREFIX).stale(), '3')
@@ -253,6 +292,6 @@ t.test('the API flushes its counts when it closes', async (t) => {
 
 t.test('/metrics is in the OpenAPI document under operations', async (t) => {
   const app = await buildTestApp(t, testConfig('metrics-docs'))
-  const doc = (await app.inject({ url: '/docs/json' })).json() as { paths: Record<string, { get?: { tags?: string[] } }> }
+  const doc = (await app.inject({ url: '/docs/json' })).json<{ paths: Record<string, { get?: { tags?: string[] } }> }>()
   t.same(doc.paths['/metrics']?.get?.tags, ['operations'])
 })

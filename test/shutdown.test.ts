@@ -8,7 +8,20 @@ import t, { type Test } from 'tap'
 import { loadConfig } from '../src/config.js'
 import { QUEUE } from '../src/queues.js'
 import { MessageStore } from '../src/store/message-store.js'
-import { API_KEY, AUTH, buildTestApp, cleanup, REDIS_URL, ROOT, spawnWorker, startSimulator, testConfig, testEnv, waitFor, workerReady } from './helpers/index.js'
+import {
+  API_KEY,
+  AUTH,
+  buildTestApp,
+  cleanup,
+  REDIS_URL,
+  ROOT,
+  spawnWorker,
+  startSimulator,
+  testConfig,
+  testEnv,
+  waitFor,
+  workerReady,
+} from './helpers/index.js'
 
 /** Graceful shutdown (SPEC §4, STYLE 13), with SIGTERM sent to real processes. */
 
@@ -25,7 +38,11 @@ async function freePort(): Promise<number> {
 
 /** `npm start` as a child process, killed when the test ends. */
 function spawnApi(t: Test, env: Record<string, string>): Spawned {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] }) as Spawned
+  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  }) as Spawned
   child.output = ''
   child.stdout!.on('data', (d) => (child.output += d))
   child.stderr!.on('data', (d) => (child.output += d))
@@ -121,7 +138,7 @@ t.test('worker: SIGTERM during an Infobip call lets the job finish, then exits 0
 
   const res = await app.inject({ method: 'POST', url: '/messages', headers: AUTH, payload: { to: '+41 79 302 67 27', text: 'hello' } })
   t.equal(res.statusCode, 202)
-  const { id } = res.json() as { id: string }
+  const { id } = res.json<{ id: string }>()
   // The simulator records a submission before its latency: from here the job is active and its
   // request to Infobip is waiting for an answer.
   await waitFor(async () => (await fetch(`${sim.url}/_sim/messages/${id}`)).ok, 10_000, 'the submission to reach the simulator')

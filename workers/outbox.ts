@@ -17,7 +17,11 @@ export interface OutboxSweeper {
  * longer than `olderThanMs`. Job ids are message ids and the send processor never submits a
  * message twice, so sweeping a message whose job does exist is harmless.
  */
-export function startOutboxSweeper(deps: { store: MessageStore; queue: Queue<SendJob>; config: Config; log: Logger }, everyMs = 30_000, olderThanMs = 60_000): OutboxSweeper {
+export function startOutboxSweeper(
+  deps: { store: MessageStore; queue: Queue<SendJob>; config: Config; log: Logger },
+  everyMs = 30_000,
+  olderThanMs = 60_000,
+): OutboxSweeper {
   const { store, queue, config, log } = deps
 
   async function sweep(): Promise<number> {

@@ -65,7 +65,9 @@ export function makeSendProcessor(deps: SendDeps) {
     // Another job (a second one for the same messages) is submitting these right now: they are its.
     if (busy.length > 0) jobLog.info({ count: busy.length }, 'messages being submitted by another job; left to it')
     if (unknown.length > 0) {
-      const resolved = await resolveUnknown(unknown, job, jobLog).catch((error: Error) => retryOrGiveUp(job, unknown, `outcome unknown, logs lookup failed: ${error.message}`))
+      const resolved = await resolveUnknown(unknown, job, jobLog).catch((error: Error) =>
+        retryOrGiveUp(job, unknown, `outcome unknown, logs lookup failed: ${error.message}`),
+      )
       ready.push(...resolved)
     }
     if (ready.length === 0) return

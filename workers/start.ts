@@ -1,4 +1,4 @@
-import { Queue, Worker, type ConnectionOptions } from 'bullmq'
+import { type Queue, Worker, type ConnectionOptions } from 'bullmq'
 import type { Logger } from 'pino'
 import { callbackJobOptions, type CallbackJob } from '../src/callbacks.js'
 import { listOf, type Config } from '../src/config.js'
@@ -42,7 +42,6 @@ export async function startWorkers(config: Config, log: Logger): Promise<Running
 
   for (const name of listOf(config.WORKER_QUEUES)) {
     if (name === QUEUE.send) {
-      let worker: Worker<SendJob> | undefined
       const processor = makeSendProcessor({
         store,
         infobip,
@@ -52,10 +51,10 @@ export async function startWorkers(config: Config, log: Logger): Promise<Running
         busyMs: config.INFOBIP_TIMEOUT_MS + 5000,
         backoffMs: config.SEND_BACKOFF_MS,
         rateLimitPerSecond: config.SEND_RATE_LIMIT_PER_SECOND,
-        pauseQueue: async (ms) => worker?.rateLimit(ms),
+        pauseQueue: async (ms) => worker.rateLimit(ms),
         onSubmission: (outcome, n) => metrics.inc('sms_infobip_submissions_total', { outcome }, n),
       })
-      worker = new Worker<SendJob>(QUEUE.send, processor, {
+      const worker = new Worker<SendJob>(QUEUE.send, processor, {
         ...common,
         concurrency: config.SEND_CONCURRENCY,
         // BullMQ honours a manual rateLimit() (Infobip's 429) in every worker only when a limiter is

@@ -21,12 +21,24 @@ export async function bareFastify(ctx: Ctx): Promise<{ rows: Row[]; ceilings: Ba
     const measure = async (path: string, body: string, warm: number, perRequest: number, scenario: string, unit: string) => {
       const { run, cpu } = await warmThenFire(ctx, [bare.child], `${bare.url}${path}`, body, warm)
       const row: Row = {
-        scenario, figure: run.perSecond * perRequest, unit, p50Ms: run.p50Ms, p99Ms: run.p99Ms, checks: [noFailures('bare', run)],
+        scenario,
+        figure: run.perSecond * perRequest,
+        unit,
+        p50Ms: run.p50Ms,
+        p99Ms: run.p99Ms,
+        checks: [noFailures('bare', run)],
         notes: `${cpu.text}; ${cpuPer(cpu, bare.child, run.ok, 'request')}`,
       }
       return { run, row }
     }
-    const single = await measure('/echo', JSON.stringify(messageBody()), WARM.single, 1, `ceiling: bare Fastify POST, one-message body (${ctx.connections} conn.)`, 'req/s')
+    const single = await measure(
+      '/echo',
+      JSON.stringify(messageBody()),
+      WARM.single,
+      1,
+      `ceiling: bare Fastify POST, one-message body (${ctx.connections} conn.)`,
+      'req/s',
+    )
     const batch = await measure('/echo', batchBody(BATCH), WARM.batch, BATCH, `ceiling: bare Fastify POST, ${BATCH}-message body`, 'msg/s')
     const dlr = await measure('/ack', dlrBody(), WARM.dlr, BATCH, `ceiling: bare Fastify POST, ${BATCH}-report body`, 'reports/s')
     return {

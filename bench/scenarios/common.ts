@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis'
 import { newMessageId } from '../../src/accept-messages.js'
 import { parseBatch } from '../../src/domain/reports.js'
 import { STATUSES } from '../../src/simulator/outcomes.js'
-import { MessageStore, type NewMessage, type Transition } from '../../src/store/message-store.js'
+import type { MessageStore, NewMessage, Transition } from '../../src/store/message-store.js'
 import { deliveredReports, failures, fire, TEXT, type LoadResult } from '../load.js'
 import { cpuMeter, describeCpu, type Child, type CpuUse } from '../processes.js'
 import { redisCpuSeconds } from '../redis.js'
@@ -91,15 +91,22 @@ export const cpuPer = (meter: Meter, child: Child, units: number, unit: string):
 /** Runs `work` on chunks of 1,000 items, four chunks at a time. */
 async function inChunks<T>(items: T[], work: (chunk: T[]) => Promise<void>): Promise<void> {
   const chunks = Array.from({ length: Math.ceil(items.length / 1000) }, (_, i) => items.slice(i * 1000, (i + 1) * 1000))
-  await Promise.all(Array.from({ length: 4 }, async (_, lane) => {
-    for (let i = lane; i < chunks.length; i += 4) await work(chunks[i]!)
-  }))
+  await Promise.all(
+    Array.from({ length: 4 }, async (_, lane) => {
+      for (let i = lane; i < chunks.length; i += 4) await work(chunks[i]!)
+    }),
+  )
 }
 
 /** Stores `count` messages through the service's own store, as the API does (record, QUEUED event, outbox). */
 export async function storeMessages(store: MessageStore, count: number): Promise<string[]> {
   const messages: NewMessage[] = Array.from({ length: count }, (_, i) => ({
-    id: newMessageId(), to: `4179${3_021_100 + (i % 8000)}`, from: 'InfoSMS', text: TEXT, encoding: 'GSM-7', segments: 1,
+    id: newMessageId(),
+    to: `4179${3_021_100 + (i % 8000)}`,
+    from: 'InfoSMS',
+    text: TEXT,
+    encoding: 'GSM-7',
+    segments: 1,
   }))
   await inChunks(messages, async (chunk) => {
     await store.create(chunk)
@@ -112,14 +119,16 @@ export async function storeMessages(store: MessageStore, count: number): Promise
 export async function markPending(store: MessageStore, ids: string[]): Promise<void> {
   await inChunks(ids, async (chunk) => {
     await store.claim(chunk, { owner: 'bench', busyMs: 15_000 })
-    await store.transition(chunk.map((id): Transition => ({
-      id,
-      status: 'PENDING',
-      source: 'send',
-      infobipStatus: STATUSES.PENDING_ACCEPTED.name,
-      infobip: { messageId: id, bulkId: 'bench-bulk', status: STATUSES.PENDING_ACCEPTED, messageCount: 1 },
-      settlesSubmission: true,
-    })))
+    await store.transition(
+      chunk.map((id): Transition => ({
+        id,
+        status: 'PENDING',
+        source: 'send',
+        infobipStatus: STATUSES.PENDING_ACCEPTED.name,
+        infobip: { messageId: id, bulkId: 'bench-bulk', status: STATUSES.PENDING_ACCEPTED, messageCount: 1 },
+        settlesSubmission: true,
+      })),
+    )
   })
 }
 

@@ -30,7 +30,8 @@ export async function dlrWorkers(ctx: Ctx, processes: number, hset: HsetCeiling,
     await markPending(store, ids)
     await queue.pause()
     const jobs = []
-    for (let i = 0; i < ids.length; i += BATCH) jobs.push({ name: 'dlr', data: { body: JSON.stringify({ results: deliveredReports(ids.slice(i, i + BATCH)) }) }, opts: dlrJobOptions })
+    for (let i = 0; i < ids.length; i += BATCH)
+      jobs.push({ name: 'dlr', data: { body: JSON.stringify({ results: deliveredReports(ids.slice(i, i + BATCH)) }) }, opts: dlrJobOptions })
     jobs.push(...jobs.slice(0, resent))
     for (let i = 0; i < jobs.length; i += 50) await queue.addBulk(jobs.slice(i, i + 50))
     const reports = messages + resent * BATCH
@@ -48,7 +49,10 @@ export async function dlrWorkers(ctx: Ctx, processes: number, hset: HsetCeiling,
     const workerCpu = workers.reduce((sum, w) => sum + (cpu.use.byChild[w.name] ?? 0), 0)
 
     const { jobs: completed, counts } = await dlrResults(ctx.redis, prefix)
-    const statuses = await statusCounts(ctx.redis, ids.map((id) => store.keys.message(id)))
+    const statuses = await statusCounts(
+      ctx.redis,
+      ids.map((id) => store.keys.message(id)),
+    )
     // Jobs still running when the clock started count as timed: a slight overestimate (≤ 4 jobs per process).
     const timed = reports - Object.values(warm.counts).reduce((a, b) => a + b, 0)
     const rate = timed / seconds
@@ -63,7 +67,11 @@ export async function dlrWorkers(ctx: Ctx, processes: number, hset: HsetCeiling,
         equal('failed jobs', await queue.getJobCountByTypes('failed'), 0),
         equal('reports applied', counts.applied ?? 0, messages),
         equal('reports duplicate', counts.duplicate ?? 0, resent * BATCH),
-        equal('applied + duplicate + ignored + unmatched + invalid = sent', Object.values(counts).reduce((a, b) => a + b, 0), reports),
+        equal(
+          'applied + duplicate + ignored + unmatched + invalid = sent',
+          Object.values(counts).reduce((a, b) => a + b, 0),
+          reports,
+        ),
         equal('records DELIVERED', statuses.DELIVERED ?? 0, messages),
       ],
       notes: `${timed.toLocaleString('en-US')} reports in ${seconds.toFixed(2)} s after ${warm.jobs} warm-up jobs; ${cpu.text}; worker CPU per report: ${((workerCpu / timed) * 1e6).toFixed(0)} µs, Redis CPU per report: ${((cpu.redisSeconds / timed) * 1e6).toFixed(0)} µs`,

@@ -97,9 +97,11 @@ export async function endToEnd(ctx: Ctx, sim: Http, mode: 'single' | 'batch', pr
     const ceilingName = mode === 'single' ? `Little's law: ${processes} × ${SEND_CONCURRENCY} ÷ ${SIM_LATENCY_MS} ms` : 'POST /messages/batch alone'
     const pendingRate = total / pendingSeconds
     const target =
-      processes < 2 ? undefined
-      : mode === 'single' ? { text: "≥ 75% of Little's law", met: pendingRate >= 0.75 * ceiling }
-      : { text: '≥ 10,000 msg/s submitted', met: pendingRate >= 10_000 }
+      processes < 2
+        ? undefined
+        : mode === 'single'
+          ? { text: "≥ 75% of Little's law", met: pendingRate >= 0.75 * ceiling }
+          : { text: '≥ 10,000 msg/s submitted', met: pendingRate >= 10_000 }
     return {
       peakRssMb,
       rows: [

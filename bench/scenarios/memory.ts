@@ -13,7 +13,11 @@ import { deliver, markPending, prefixOf, storeMessages, TTL_DAYS, type Ctx } fro
 export async function memoryPerMessage(ctx: Ctx, hset: HsetCeiling, count = 10_000): Promise<Row[]> {
   const prefix = prefixOf(ctx, 'memory')
   const store = new MessageStore(ctx.redis, prefix, TTL_DAYS)
-  const statuses = (ids: string[]) => statusCounts(ctx.redis, ids.map((id) => store.keys.message(id)))
+  const statuses = (ids: string[]) =>
+    statusCounts(
+      ctx.redis,
+      ids.map((id) => store.keys.message(id)),
+    )
   try {
     const before = await usedMemory(ctx.redis)
     const ids = await storeMessages(store, count)

@@ -24,9 +24,7 @@ const BASIC = 1
 const EXTENSION = 2
 
 // GSM 03.38 default alphabet, in table order (0x1B, the escape, is not a character of its own).
-const BASIC_CHARS =
-  '@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !"#¤%&\'()*+,-./0123456789:;<=>?' +
-  '¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà'
+const BASIC_CHARS = '@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !"#¤%&\'()*+,-./0123456789:;<=>?' + '¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà'
 // Extension table: each is sent as escape + char, so costs 2 septets.
 const EXTENSION_CHARS = '\f^{}\\[~]|€'
 

@@ -1,16 +1,7 @@
 import { Pool } from 'undici'
 import type { Config } from '../config.js'
 import { dlrUrl } from '../config.js'
-import {
-  errorText,
-  parseSendAnswer,
-  retryAfterMs,
-  v2Body,
-  v3Body,
-  type DestinationResult,
-  type InfobipReport,
-  type Submission,
-} from './requests.js'
+import { errorText, parseSendAnswer, retryAfterMs, v2Body, v3Body, type DestinationResult, type InfobipReport, type Submission } from './requests.js'
 
 /** What became of one submission request. Only `network` leaves the outcome unknown. */
 export type SubmitOutcome =
@@ -53,8 +44,7 @@ export class InfobipClient {
   }
 
   async submit(messages: Submission[]): Promise<SubmitOutcome> {
-    const [path, body] =
-      this.#api === 'v2' ? ['/sms/2/text/advanced', v2Body(messages, this.#webhook)] : ['/sms/3/messages', v3Body(messages, this.#webhook)]
+    const [path, body] = this.#api === 'v2' ? ['/sms/2/text/advanced', v2Body(messages, this.#webhook)] : ['/sms/3/messages', v3Body(messages, this.#webhook)]
     let response
     try {
       response = await this.#request('POST', path, JSON.stringify(body))
@@ -81,7 +71,7 @@ export class InfobipClient {
       const query = new URLSearchParams({ messageId: chunk.join(','), limit: String(LOGS_LIMIT) })
       let response
       try {
-        response = await this.#request('GET', `/sms/3/logs?${query}`)
+        response = await this.#request('GET', `/sms/3/logs?${query.toString()}`)
       } catch (error) {
         throw new InfobipLookupError(`logs lookup failed: ${(error as Error).message}`)
       }

@@ -2,9 +2,7 @@ import type { Queue } from 'bullmq'
 import fp from 'fastify-plugin'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { Config } from '../config.js'
-import {
-  QUEUE_STATES, readSharedMetrics, SHARED_COUNTERS, SHARED_HISTOGRAMS, SharedMetrics, type Labels, type Series,
-} from '../metrics.js'
+import { QUEUE_STATES, readSharedMetrics, SHARED_COUNTERS, SHARED_HISTOGRAMS, SharedMetrics, type Labels, type Series } from '../metrics.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -45,7 +43,10 @@ export default fp(
       httpDuration.observe({ method: request.method, route, status_code: String(reply.statusCode) }, reply.elapsedTime / 1000)
     })
 
-    registerShared(registry, sharedReader(() => readSharedMetrics(app.redis, config.KEY_PREFIX)))
+    registerShared(
+      registry,
+      sharedReader(() => readSharedMetrics(app.redis, config.KEY_PREFIX)),
+    )
     registerQueueDepths(registry, queues)
 
     app.decorate('metrics', metrics)

@@ -18,7 +18,12 @@ const callbacks: FastifyPluginAsyncTypebox = async (app) => {
         tags: ['messages'],
         security: [{ bearerAuth: [] }],
         params: Type.Object({ eventId: Type.String({ pattern: '^msg_[0-9A-Z]{26}-\\d+$', examples: ['msg_01JD3Q4W5X6Y7Z8A9B0C1D2E3F-3'] }) }),
-        response: { 202: Type.Object({ eventId: Type.String(), status: Type.Literal('requeued') }), 401: ErrorResponse, 404: ErrorResponse, 409: ErrorResponse },
+        response: {
+          202: Type.Object({ eventId: Type.String(), status: Type.Literal('requeued') }),
+          401: ErrorResponse,
+          404: ErrorResponse,
+          409: ErrorResponse,
+        },
       },
     },
     async (request, reply) => {

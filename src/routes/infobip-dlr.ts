@@ -42,7 +42,7 @@ const infobipDlr: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { 
   const parseJson = app.getDefaultJsonParser('error', 'error')
   app.decorateRequest('dlrBody', '')
   app.addContentTypeParser('*', { parseAs: 'string' }, (request, body, done) => {
-    parseJson(request, body as string, (error, value) => {
+    void parseJson(request, body as string, (error, value) => {
       if (error) return done(error)
       // Reports are a few levels deep; a body nested thousands deep could not be applied.
       if (deeperThan(value, MAX_DEPTH)) return done(new HttpError(400, `body is nested deeper than ${MAX_DEPTH} levels`, 'FST_ERR_VALIDATION'))

@@ -83,7 +83,7 @@ const messages: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { co
         if (!to) throw new FieldError('querystring/to', 'must be a valid international phone number')
       }
       for (const field of ['since', 'until'] as const) {
-        if (q[field] !== undefined && Number.isNaN(Date.parse(q[field]!))) throw new FieldError(`querystring/${field}`, 'must be an ISO 8601 date-time')
+        if (q[field] !== undefined && Number.isNaN(Date.parse(q[field]))) throw new FieldError(`querystring/${field}`, 'must be an ISO 8601 date-time')
       }
       return app.store.search({ ...q, to, limit: q.limit === undefined ? 50 : Number(q.limit) })
     },

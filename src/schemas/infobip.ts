@@ -22,11 +22,14 @@ const example = {
  */
 export const DlrBody = Type.Object(
   {
-    results: Type.Array(Type.Unknown({
+    results: Type.Array(
+      Type.Unknown({
         description: 'A v3 or v2 report, checked on its own: without a string messageId and a status object with integer groupId/id it is skipped and counted.',
-      }), {
-      description: `Up to ${DLR_MAX_RESULTS} reports; more answers 413.`,
-    }),
+      }),
+      {
+        description: `Up to ${DLR_MAX_RESULTS} reports; more answers 413.`,
+      },
+    ),
   },
   { examples: [{ results: [example] }] },
 )

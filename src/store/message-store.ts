@@ -379,7 +379,12 @@ export class MessageStore {
   async keepUnmatched(reports: unknown[]): Promise<void> {
     if (reports.length === 0) return
     const key = this.keys.unmatched()
-    await exec(this.#redis.multi().lpush(key, ...reports.map((r) => JSON.stringify(r))).ltrim(key, 0, UNMATCHED_KEPT - 1))
+    await exec(
+      this.#redis
+        .multi()
+        .lpush(key, ...reports.map((r) => JSON.stringify(r)))
+        .ltrim(key, 0, UNMATCHED_KEPT - 1),
+    )
   }
 }
 
@@ -496,8 +501,8 @@ function fromHash(h: Record<string, string>, infobip: string | null): Message {
     encoding: h.encoding as Message['encoding'],
     segments: Number(h.segments),
     attempts: Number(h.attempts ?? 0),
-    infobip: infobip ? JSON.parse(infobip) : null,
-    error: h.error ? JSON.parse(h.error) : null,
+    infobip: infobip ? (JSON.parse(infobip) as Record<string, unknown>) : null,
+    error: h.error ? (JSON.parse(h.error) as MessageError) : null,
     events,
     createdAt: events[0]!.at,
     updatedAt: events[events.length - 1]!.at,

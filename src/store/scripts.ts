@@ -5,9 +5,13 @@ import { FINAL_RANK, RANK, STATUS } from '../domain/status.js'
  * 100 messages per call (see README "Indexes and Redis Cluster" for what Cluster would need).
  * The rank table is generated from `RANK` so that Lua and TypeScript cannot disagree.
  */
-const rankTable = `{${Object.entries(RANK).map(([status, rank]) => `${status}=${rank}`).join(',')}}`
+const rankTable = `{${Object.entries(RANK)
+  .map(([status, rank]) => `${status}=${rank}`)
+  .join(',')}}`
 /** Status → position of its index among the script's KEYS (after the open index). */
-const indexTable = `{${Object.values(STATUS).map((status, i) => `${status}=${i + 2}`).join(',')}}`
+const indexTable = `{${Object.values(STATUS)
+  .map((status, i) => `${status}=${i + 2}`)
+  .join(',')}}`
 /** KEYS before the per-message ones: the open index and the status indexes. */
 const TRANSITION_SHARED_KEYS = 1 + Object.values(STATUS).length
 /** ARGV per status change. */

@@ -41,7 +41,7 @@ function rawSocket(): Promise<Socket> {
 async function sendUntilAnswered(path: string, headers: Record<string, string>, fill: string, length: number | undefined, maxBytes = length ?? 0) {
   const socket = await rawSocket()
   let answer = ''
-  socket.on('data', (d) => (answer += d))
+  socket.on('data', (d: Buffer) => (answer += d.toString()))
   const framing = length === undefined ? { 'transfer-encoding': 'chunked' } : { 'content-length': String(length) }
   const head = Object.entries({ host: '127.0.0.1', 'content-type': 'application/json', ...framing, ...headers })
     .map(([k, v]) => `${k}: ${v}\r\n`)
@@ -77,17 +77,28 @@ t.test('oversized bodies: 413 before they are read, nothing stored', async (t) =
   ]
   for (const [path, headers, limit, length] of cases) {
     const res = await sendUntilAnswered(path, headers, '{"a":"', length)
-    t.equal(res.status, 413, `${path}: ${length / 1024} KB with Content-Length (limit ${limit / 1024} KB) answered 413 after ${(res.sent / 1024).toFixed(0)} KB of the body sent`)
+    t.equal(
+      res.status,
+      413,
+      `${path}: ${length / 1024} KB with Content-Length (limit ${limit / 1024} KB) answered 413 after ${(res.sent / 1024).toFixed(0)} KB of the body sent`,
+    )
   }
   const unauthorized = await sendUntilAnswered('/infobip-dlr', {}, '{"a":"', 5 * 1024 * 1024)
   t.equal(unauthorized.status, 401, `/infobip-dlr without a token: 401 first, after ${(unauthorized.sent / 1024).toFixed(0)} KB of the body sent`)
 
   // A chunked body with no length announced: cut off at the limit, not buffered to the end.
-  for (const [path, headers] of [['/messages/batch', BEARER], [DLR_PATH, {}]] as const) {
+  for (const [path, headers] of [
+    ['/messages/batch', BEARER],
+    [DLR_PATH, {}],
+  ] as const) {
     const streamed = await sendUntilAnswered(path, headers, 'a', undefined, 200 * 1024 * 1024)
     // The server answers 413 and closes with our bytes still arriving: the reset may destroy its answer before we read it.
-    const how = streamed.status === 413 ? 'answered 413' : streamed.closedByServer ? 'closed the connection (its 413 lost to the reset)' : `answered ${streamed.status}`
-    t.ok(streamed.status === 413 || (Number.isNaN(streamed.status) && streamed.closedByServer), `${path}: a 200 MB chunked body: the server ${how} after ${(streamed.sent / 1024 / 1024).toFixed(1)} MB sent, in ${streamed.ms} ms`)
+    const how =
+      streamed.status === 413 ? 'answered 413' : streamed.closedByServer ? 'closed the connection (its 413 lost to the reset)' : `answered ${streamed.status}`
+    t.ok(
+      streamed.status === 413 || (Number.isNaN(streamed.status) && streamed.closedByServer),
+      `${path}: a 200 MB chunked body: the server ${how} after ${(streamed.sent / 1024 / 1024).toFixed(1)} MB sent, in ${streamed.ms} ms`,
+    )
     t.ok(streamed.sent < 32 * 1024 * 1024, 'the server stopped reading long before the end')
   }
   t.equal(await footprint(), before, 'nothing stored')
@@ -103,11 +114,16 @@ t.test('slow clients: a body trickled byte by byte is timed out', async (t) => {
   await app.close()
   // Node checks every connectionsCheckingInterval, and applies the larger of the two timeouts to the body.
   const deadline = requestTimeout > 0 ? Math.max(requestTimeout, headersTimeout) + checking : Infinity
-  t.comment(`API: requestTimeout=${requestTimeout} ms, headersTimeout=${headersTimeout} ms, connectionsCheckingInterval=${checking} ms → a trickled body is cut after at most ${deadline} ms`)
+  t.comment(
+    `API: requestTimeout=${requestTimeout} ms, headersTimeout=${headersTimeout} ms, connectionsCheckingInterval=${checking} ms → a trickled body is cut after at most ${deadline} ms`,
+  )
 
   // Many slow clients at once do not keep others waiting.
   const slow = await Promise.all(Array.from({ length: 50 }, () => rawSocket()))
-  for (const socket of slow) socket.write(`POST /messages HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${API_KEY}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"to":"`)
+  for (const socket of slow)
+    socket.write(
+      `POST /messages HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${API_KEY}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"to":"`,
+    )
   const started = Date.now()
   const res = await api.post('/messages', { to: phone('2345'), text: 'while 50 clients trickle' }, BEARER)
   t.equal(res.status, 202, `a normal request is answered (${Date.now() - started} ms) while 50 slow clients hold connections`)
@@ -116,13 +132,14 @@ t.test('slow clients: a body trickled byte by byte is timed out', async (t) => {
   const bound = Math.min(deadline + 5000, 45_000)
   const trickler = slow[0]!
   let answer = ''
-  trickler.on('data', (d) => (answer += d))
+  trickler.on('data', (d: Buffer) => (answer += d.toString()))
   const closed = once(trickler, 'close').then(() => Date.now() - started)
   const timer = setInterval(() => trickler.write('1'), 500)
   const closedAfter = await Promise.race([closed, sleep(deadline === Infinity ? 6000 : bound).then(() => undefined)])
   clearInterval(timer)
   for (const socket of slow) socket.destroy()
-  const measured = closedAfter === undefined ? `still open after ${Date.now() - started} ms` : `closed after ${closedAfter} ms (${answer.split('\r\n')[0] || 'no answer'})`
+  const measured =
+    closedAfter === undefined ? `still open after ${Date.now() - started} ms` : `closed after ${closedAfter} ms (${answer.split('\r\n')[0] || 'no answer'})`
   t.comment(`trickled body: ${measured}`)
   if (requestTimeout === 0) {
     t.fail(`the server never times a trickled body out (${measured})`)
@@ -135,11 +152,15 @@ t.test('a flood above the rate limit: 429 with Retry-After, exactly the budget g
   const LIMIT = 60
   const limited = await chaos.stack({ RATE_LIMIT_PER_MINUTE: LIMIT })
   await limited.startApi()
-  const flood = await mapLimit(Array.from({ length: 150 }, (_, i) => i), 25, () => limited.api!.get('/messages/msg_flood', BEARER))
+  const flood = await mapLimit(
+    Array.from({ length: 150 }, (_, i) => i),
+    25,
+    () => limited.api!.get('/messages/msg_flood', BEARER),
+  )
   const statuses = histogram(flood.map((r) => r.status))
   t.same(statuses, { 404: LIMIT, 429: 150 - LIMIT }, `150 requests, ${LIMIT} a minute allowed: ${JSON.stringify(statuses)}`)
   const refused = flood.find((r) => r.status === 429)!
-  t.ok(Number(refused.headers['retry-after']) > 0, `Retry-After: ${refused.headers['retry-after']}`)
+  t.ok(Number(refused.headers['retry-after']) > 0, `Retry-After: ${String(refused.headers['retry-after'])}`)
   t.equal(refused.headers['x-ratelimit-limit'], String(LIMIT))
   t.equal(refused.json().statusCode, 429)
   const post = await limited.api!.post('/messages', { to: phone('2345'), text: 'over the limit' }, BEARER)
@@ -148,14 +169,28 @@ t.test('a flood above the rate limit: 429 with Retry-After, exactly the budget g
   const other = await limited.api!.get('/messages/msg_flood', { authorization: 'Bearer second-key-0123456789' })
   t.equal(other.status, 404, 'another API key has its own budget')
   // Measured: requests with a wrong key are refused before the limiter counts them.
-  const guesses = await mapLimit(Array.from({ length: 100 }, (_, i) => i), 25, (i) => limited.api!.get('/messages/msg_flood', { authorization: `Bearer guess-${i}` }))
-  t.comment(`100 requests with wrong keys: ${JSON.stringify(histogram(guesses.map((r) => r.status)))} (the per-key limit cannot count what is not authenticated)`)
+  const guesses = await mapLimit(
+    Array.from({ length: 100 }, (_, i) => i),
+    25,
+    (i) => limited.api!.get('/messages/msg_flood', { authorization: `Bearer guess-${i}` }),
+  )
+  t.comment(
+    `100 requests with wrong keys: ${JSON.stringify(histogram(guesses.map((r) => r.status)))} (the per-key limit cannot count what is not authenticated)`,
+  )
 })
 
 t.test('wrong credentials on every protected route: 401, nothing stored', async (t) => {
   const before = await footprint()
   const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`
-  const wrongBearer: Record<string, string>[] = [{}, { authorization: 'Bearer wrong' }, { authorization: `Bearer ${API_KEY}x` }, { authorization: `Bearer ${API_KEY.slice(0, -1)}` }, { authorization: `bearer  ${API_KEY}` }, { authorization: basic('x', API_KEY) }, { authorization: `Bearer ${DLR_TOKEN}` }]
+  const wrongBearer: Record<string, string>[] = [
+    {},
+    { authorization: 'Bearer wrong' },
+    { authorization: `Bearer ${API_KEY}x` },
+    { authorization: `Bearer ${API_KEY.slice(0, -1)}` },
+    { authorization: `bearer  ${API_KEY}` },
+    { authorization: basic('x', API_KEY) },
+    { authorization: `Bearer ${DLR_TOKEN}` },
+  ]
   const body = JSON.stringify({ to: '+41793026727', text: 'hi' })
   const routes: [method: 'GET' | 'POST', path: string, body?: string][] = [
     ['POST', '/messages', body],
@@ -167,7 +202,10 @@ t.test('wrong credentials on every protected route: 401, nothing stored', async 
   const answers: string[] = []
   for (const [method, path, payload] of routes) {
     for (const headers of wrongBearer) {
-      const res = await api.request(method, path, { headers: { ...headers, ...(payload ? { 'content-type': 'application/json' } : {}) }, ...(payload ? { body: payload } : {}) })
+      const res = await api.request(method, path, {
+        headers: { ...headers, ...(payload ? { 'content-type': 'application/json' } : {}) },
+        ...(payload ? { body: payload } : {}),
+      })
       if (res.status !== 401) answers.push(`${method} ${path} ${JSON.stringify(headers)} → ${res.status}`)
     }
   }
@@ -188,7 +226,13 @@ t.test('wrong credentials on every protected route: 401, nothing stored', async 
     const res = await api.request('POST', path, { body: reports, headers: { ...headers, 'content-type': 'application/json' } })
     if (res.status !== 401) answers.push(`POST ${path} ${JSON.stringify(headers)} → ${res.status}`)
   }
-  const dashboard: Record<string, string>[] = [{}, { authorization: basic('ops', 'wrong') }, { authorization: basic('wrong', DASHBOARD.BULL_BOARD_PASSWORD) }, { authorization: `Bearer ${API_KEY}` }, { authorization: basic('ops', `${DASHBOARD.BULL_BOARD_PASSWORD}x`) }]
+  const dashboard: Record<string, string>[] = [
+    {},
+    { authorization: basic('ops', 'wrong') },
+    { authorization: basic('wrong', DASHBOARD.BULL_BOARD_PASSWORD) },
+    { authorization: `Bearer ${API_KEY}` },
+    { authorization: basic('ops', `${DASHBOARD.BULL_BOARD_PASSWORD}x`) },
+  ]
   for (const path of ['/admin/queues', '/admin/queues/api/queues', '/admin/queues/static/index.js']) {
     for (const headers of dashboard) {
       const res = await api.request('GET', path, { headers })
@@ -200,11 +244,20 @@ t.test('wrong credentials on every protected route: 401, nothing stored', async 
 
   // And the right credentials do get through, so the 401s above were about the credentials.
   for (const [method, path, payload] of routes) {
-    const right = await api.request(method, path, { headers: { ...BEARER, ...(payload ? { 'content-type': 'application/json' } : {}) }, ...(payload ? { body: payload } : {}) })
+    const right = await api.request(method, path, {
+      headers: { ...BEARER, ...(payload ? { 'content-type': 'application/json' } : {}) },
+      ...(payload ? { body: payload } : {}),
+    })
     t.not(right.status, 401, `${method} ${path} with the right key: ${right.status}`)
   }
-  t.equal((await api.request('POST', DLR_PATH, { body: reports, headers: { 'content-type': 'application/json' } })).status, 200, '/infobip-dlr with the token: 200')
-  const ok = await api.request('GET', '/admin/queues/api/queues', { headers: { authorization: basic(DASHBOARD.BULL_BOARD_USER, DASHBOARD.BULL_BOARD_PASSWORD) } })
+  t.equal(
+    (await api.request('POST', DLR_PATH, { body: reports, headers: { 'content-type': 'application/json' } })).status,
+    200,
+    '/infobip-dlr with the token: 200',
+  )
+  const ok = await api.request('GET', '/admin/queues/api/queues', {
+    headers: { authorization: basic(DASHBOARD.BULL_BOARD_USER, DASHBOARD.BULL_BOARD_PASSWORD) },
+  })
   t.equal(ok.status, 200, 'the dashboard with the right credentials: 200')
 })
 
@@ -217,15 +270,15 @@ t.test('secrets are compared in constant time by construction: hashed, then timi
     compared.push([a.byteLength, b.byteLength])
     return real.timingSafeEqual(a, b)
   }
-  crypto.createHash = ((algorithm: string, options?: crypto.HashOptions) => {
+  crypto.createHash = (algorithm: string, options?: crypto.HashOptions) => {
     const hash = real.createHash(algorithm, options)
     const update = hash.update.bind(hash)
-    hash.update = ((data: string | NodeJS.ArrayBufferView, encoding?: crypto.Encoding) => {
+    hash.update = (data: string | NodeJS.ArrayBufferView, encoding?: crypto.Encoding) => {
       if (algorithm === 'sha256') hashed.push(typeof data === 'string' ? data : Buffer.from(data as Uint8Array).toString())
       return encoding ? update(data as string, encoding) : update(data)
-    }) as typeof hash.update
+    }
     return hash
-  }) as typeof crypto.createHash
+  }
   syncBuiltinESMExports()
   t.teardown(() => {
     Object.assign(crypto, real)
@@ -244,7 +297,12 @@ t.test('secrets are compared in constant time by construction: hashed, then timi
     ] as const) {
       compared = []
       hashed = []
-      const res = await app.inject({ method: 'POST', payload: reports, ...request, headers: { 'content-type': 'application/json', ...('headers' in request ? request.headers : {}) } })
+      const res = await app.inject({
+        method: 'POST',
+        payload: reports,
+        ...request,
+        headers: { 'content-type': 'application/json', ...('headers' in request ? request.headers : {}) },
+      })
       const label = `DLR token of ${token.length} chars in the ${where}`
       t.equal(res.statusCode, token === DLR_TOKEN ? 200 : 401, `${label}: ${res.statusCode}`)
       if (token === '') continue // nothing presented: nothing to compare
@@ -257,6 +315,13 @@ t.test('secrets are compared in constant time by construction: hashed, then timi
   for (const key of ['wrong', API_KEY, 'second-key-0123456789', 'z'.repeat(5000)]) {
     compared = []
     await app.inject({ method: 'GET', url: '/messages/msg_x', headers: { authorization: `Bearer ${key}` } })
-    t.same(compared, [[32, 32], [32, 32]], `API key of ${key.length} chars: compared with both accepted keys, 32-byte digests`)
+    t.same(
+      compared,
+      [
+        [32, 32],
+        [32, 32],
+      ],
+      `API key of ${key.length} chars: compared with both accepted keys, 32-byte digests`,
+    )
   }
 })

@@ -67,15 +67,32 @@ const anyJson = fc.jsonValue({ maxDepth: 2 })
 const field = <T>(plausible: fc.Arbitrary<T>) => fc.oneof({ weight: 5, arbitrary: plausible }, { weight: 1, arbitrary: anyJson })
 
 const phones = fc.oneof(
-  { weight: 3, arbitrary: fc.constantFrom('+41 79 302 67 27', '+41793026727', '0041793026727', '+1 202 555 0143', '+44 7911 123456', '+41793020006', '(+41) 79-302.00.01') },
-  { weight: 1, arbitrary: fc.stringMatching(/^\+?[0-9 ().\/-]{0,40}$/) },
+  {
+    weight: 3,
+    arbitrary: fc.constantFrom('+41 79 302 67 27', '+41793026727', '0041793026727', '+1 202 555 0143', '+44 7911 123456', '+41793020006', '(+41) 79-302.00.01'),
+  },
+  { weight: 1, arbitrary: fc.stringMatching(/^\+?[0-9 ()./-]{0,40}$/) },
   { weight: 1, arbitrary: fc.string({ maxLength: 40 }) },
 )
 const texts = fc.oneof(
   { weight: 4, arbitrary: fc.string({ minLength: 1, maxLength: 300 }) },
   { weight: 2, arbitrary: fc.string({ unit: 'grapheme', maxLength: 200 }) },
   { weight: 1, arbitrary: fc.string({ unit: 'binary', maxLength: 100 }) },
-  { weight: 1, arbitrary: fc.constantFrom('', '\u0000', '\ud800', 'a'.repeat(3825), 'a'.repeat(3826), 'ж'.repeat(1675), 'ж'.repeat(1676), '€'.repeat(1913), '😀'.repeat(900), 'x'.repeat(4001)) },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom(
+      '',
+      '\u0000',
+      '\ud800',
+      'a'.repeat(3825),
+      'a'.repeat(3826),
+      'ж'.repeat(1675),
+      'ж'.repeat(1676),
+      '€'.repeat(1913),
+      '😀'.repeat(900),
+      'x'.repeat(4001),
+    ),
+  },
 )
 const message = fc.record(
   {
@@ -83,14 +100,27 @@ const message = fc.record(
     text: field(texts),
     from: field(fc.oneof(fc.stringMatching(/^[A-Za-z0-9 ]{0,12}$/), fc.stringMatching(/^\+?[0-9]{0,16}$/))),
     reference: field(fc.string({ maxLength: 110 })),
-    callbackUrl: field(fc.oneof(fc.webUrl(), fc.constantFrom('http://127.0.0.1:9/cb', 'https://[::1]/x', 'ftp://example.com/', 'javascript:alert(1)', 'http://'), fc.string({ maxLength: 50 }))),
-    sendAt: field(fc.oneof(fc.date({ min: new Date('2000-01-01'), max: new Date('2100-01-01'), noInvalidDate: true }).map((d) => d.toISOString()), fc.string({ maxLength: 30 }))),
+    callbackUrl: field(
+      fc.oneof(
+        fc.webUrl(),
+        fc.constantFrom('http://127.0.0.1:9/cb', 'https://[::1]/x', 'ftp://example.com/', 'javascript:alert(1)', 'http://'),
+        fc.string({ maxLength: 50 }),
+      ),
+    ),
+    sendAt: field(
+      fc.oneof(
+        fc.date({ min: new Date('2000-01-01'), max: new Date('2100-01-01'), noInvalidDate: true }).map((d) => d.toISOString()),
+        fc.string({ maxLength: 30 }),
+      ),
+    ),
     validityPeriodMinutes: field(fc.integer({ min: -10, max: 3000 })),
   },
   { requiredKeys: [] },
 )
 /** Plausible messages, sometimes with an extra property. */
-const messages = fc.tuple(message, fc.option(fc.dictionary(fc.string({ maxLength: 12 }), anyJson, { maxKeys: 2 }), { freq: 5 })).map(([m, extra]) => ({ ...m, ...extra }))
+const messages = fc
+  .tuple(message, fc.option(fc.dictionary(fc.string({ maxLength: 12 }), anyJson, { maxKeys: 2 }), { freq: 5 }))
+  .map(([m, extra]) => ({ ...m, ...extra }))
 /** Messages that are valid, so that 2xx answers are common enough to be checked too. */
 const validMessage = fc.record(
   {
@@ -125,7 +155,16 @@ const rawBody = (shape: fc.Arbitrary<unknown>) =>
   )
 const contentType = fc.oneof(
   { weight: 8, arbitrary: fc.constant('application/json') },
-  { weight: 1, arbitrary: fc.constantFrom('application/json; charset=utf-8', 'text/plain', 'application/x-www-form-urlencoded', 'application/json; charset=utf-16', 'multipart/form-data; boundary=x') },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom(
+      'application/json; charset=utf-8',
+      'text/plain',
+      'application/x-www-form-urlencoded',
+      'application/json; charset=utf-16',
+      'multipart/form-data; boundary=x',
+    ),
+  },
   { weight: 1, arbitrary: fc.constant(undefined) },
 )
 const idempotencyKey = fc.option(fc.oneof(fc.constantFrom('key-1', 'key-2', 'key-3'), fc.stringMatching(/^[\x21-\x7e]{1,300}$/)), { freq: 3 })
@@ -145,7 +184,8 @@ async function complete(resources: Message[]): Promise<string | undefined> {
   const stored = await stack.store.getMany(resources.map((m) => m.id))
   for (const [i, m] of stored.entries()) {
     if (!m) return `${resources[i]!.id} answered but not stored`
-    if (m.text !== resources[i]!.text || m.to !== resources[i]!.to || m.events.length < 1 || m.events[0]!.status !== 'QUEUED') return `${m.id} stored incompletely`
+    if (m.text !== resources[i]!.text || m.to !== resources[i]!.to || m.events.length < 1 || m.events[0]!.status !== 'QUEUED')
+      return `${m.id} stored incompletely`
   }
   // Jobs are named after the first message of each group created together (same sendAt, ≤ 100).
   const jobs = await Promise.all(resources.map((m) => sendQueue.getJob(m.id)))
@@ -182,13 +222,21 @@ t.test('POST /messages: never a 5xx; a 4xx stores nothing; a 2xx stores a comple
     }),
     { seed, numRuns: RUNS, interruptAfterTimeLimit: TIME_LIMIT_MS },
   )
-  t.ok(Object.keys(stats.messages).some((s) => s.startsWith('2')), `2xx answers were checked too: ${JSON.stringify(stats.messages)}`)
+  t.ok(
+    Object.keys(stats.messages).some((s) => s.startsWith('2')),
+    `2xx answers were checked too: ${JSON.stringify(stats.messages)}`,
+  )
 })
 
 t.test('POST /messages/batch: never a 5xx; all or nothing', async (t) => {
   const batches = fc.oneof(
     { weight: 3, arbitrary: fc.record({ messages: fc.array(validMessage, { minLength: 1, maxLength: 5 }) }) },
-    { weight: 3, arbitrary: fc.record({ messages: fc.array(fc.oneof({ weight: 6, arbitrary: validMessage }, { weight: 1, arbitrary: messages }), { minLength: 1, maxLength: 8 }) }) },
+    {
+      weight: 3,
+      arbitrary: fc.record({
+        messages: fc.array(fc.oneof({ weight: 6, arbitrary: validMessage }, { weight: 1, arbitrary: messages }), { minLength: 1, maxLength: 8 }),
+      }),
+    },
     { weight: 1, arbitrary: fc.record({ messages: fc.oneof(fc.constant([]), anyJson) }) },
     { weight: 1, arbitrary: fc.record({ messages: fc.array(validMessage, { minLength: 1, maxLength: 2 }), extra: anyJson }) },
   )
@@ -199,18 +247,44 @@ t.test('POST /messages/batch: never a 5xx; all or nothing', async (t) => {
     }),
     { seed, numRuns: RUNS, interruptAfterTimeLimit: TIME_LIMIT_MS },
   )
-  t.ok(Object.keys(stats.batch).some((s) => s.startsWith('2')), `2xx answers were checked too: ${JSON.stringify(stats.batch)}`)
+  t.ok(
+    Object.keys(stats.batch).some((s) => s.startsWith('2')),
+    `2xx answers were checked too: ${JSON.stringify(stats.batch)}`,
+  )
 })
 
 t.test('POST /infobip-dlr: never a 5xx; a 4xx stores nothing; a 200 stores one dlr job with exactly the results sent', async (t) => {
   const known = (await stack.store.search({ limit: 5 })).messages.map((m) => m.id)
   const statusObject = fc.oneof(
     fc.constantFrom(...Object.values(STATUSES)),
-    fc.record({ groupId: fc.oneof(fc.integer({ min: -1, max: 10 }), fc.constant(null), fc.string()), id: fc.oneof(fc.integer(), fc.constant(null)), name: fc.option(fc.string()) }, { requiredKeys: [] }),
+    fc.record(
+      {
+        groupId: fc.oneof(fc.integer({ min: -1, max: 10 }), fc.constant(null), fc.string()),
+        id: fc.oneof(fc.integer(), fc.constant(null)),
+        name: fc.option(fc.string()),
+      },
+      { requiredKeys: [] },
+    ),
   )
   const report = fc.oneof(
-    { weight: 3, arbitrary: fc.tuple(fc.constantFrom(...known, 'msg_unknown'), fc.constantFrom(...Object.values(STATUSES)), fc.boolean()).map(([id, s, v2]) => (v2 ? v2Report(id, s) : v3Report(id, s))) },
-    { weight: 3, arbitrary: fc.record({ messageId: field(fc.constantFrom(...known, '')), status: field(statusObject), error: field(fc.record({ id: fc.option(fc.integer()) })), doneAt: field(fc.string()) }, { requiredKeys: [] }) },
+    {
+      weight: 3,
+      arbitrary: fc
+        .tuple(fc.constantFrom(...known, 'msg_unknown'), fc.constantFrom(...Object.values(STATUSES)), fc.boolean())
+        .map(([id, s, v2]) => (v2 ? v2Report(id, s) : v3Report(id, s))),
+    },
+    {
+      weight: 3,
+      arbitrary: fc.record(
+        {
+          messageId: field(fc.constantFrom(...known, '')),
+          status: field(statusObject),
+          error: field(fc.record({ id: fc.option(fc.integer()) })),
+          doneAt: field(fc.string()),
+        },
+        { requiredKeys: [] },
+      ),
+    },
     { weight: 1, arbitrary: anyJson },
   )
   const envelopes = fc.oneof(
@@ -219,9 +293,14 @@ t.test('POST /infobip-dlr: never a 5xx; a 4xx stores nothing; a 200 stores one d
     { weight: 1, arbitrary: fc.record({ results: fc.array(report, { maxLength: 3 }), extra: anyJson }) },
   )
   const tokens = fc.oneof(
-    { weight: 8, arbitrary: fc.constant({ path: `/infobip-dlr?token=${DLR_TOKEN}`, headers: {} as Record<string, string> }) },
+    { weight: 8, arbitrary: fc.constant({ path: `/infobip-dlr?token=${DLR_TOKEN}`, headers: {} }) },
     { weight: 1, arbitrary: fc.constant({ path: '/infobip-dlr', headers: { 'x-webhook-token': DLR_TOKEN } }) },
-    { weight: 1, arbitrary: fc.stringMatching(/^[\x21-\x7e]{0,40}$/).map((wrong) => ({ path: `/infobip-dlr?token=${encodeURIComponent(wrong)}`, headers: { 'x-webhook-token': wrong || 'x' } })) },
+    {
+      weight: 1,
+      arbitrary: fc
+        .stringMatching(/^[\x21-\x7e]{0,40}$/)
+        .map((wrong) => ({ path: `/infobip-dlr?token=${encodeURIComponent(wrong)}`, headers: { 'x-webhook-token': wrong || 'x' } })),
+    },
   )
   await fc.assert(
     fc.asyncProperty(rawBody(envelopes), contentType, tokens, async (body, type, token) => {
@@ -234,7 +313,8 @@ t.test('POST /infobip-dlr: never a 5xx; a 4xx stores nothing; a 200 stores one d
       if (jobKeys.length !== 1) return fail(t, `a 200 wrote ${jobKeys.length} dlr jobs`)
       const job = await dlrQueue.getJob(jobKeys[0]!.split(':').pop()!)
       const sent = (JSON.parse(Buffer.isBuffer(body) ? body.toString() : body) as { results: unknown[] }).results
-      if (!job || !('body' in job.data) || job.data.body !== (Buffer.isBuffer(body) ? body.toString() : body)) return fail(t, 'the dlr job does not hold exactly the body sent')
+      if (!job || !('body' in job.data) || job.data.body !== (Buffer.isBuffer(body) ? body.toString() : body))
+        return fail(t, 'the dlr job does not hold exactly the body sent')
       return res.json<{ received: number }>().received === sent.length || fail(t, 'received is not the number of results')
     }),
     { seed, numRuns: RUNS, interruptAfterTimeLimit: TIME_LIMIT_MS },

@@ -42,7 +42,12 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
 }
 
 /** Polls `check` every `everyMs` until it returns something other than undefined/false; bounded by `timeoutMs`. */
-export async function until<T>(check: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs: number, what: string, everyMs = 100): Promise<T> {
+export async function until<T>(
+  check: () => Promise<T | undefined | false> | T | undefined | false,
+  timeoutMs: number,
+  what: string,
+  everyMs = 100,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
     const value = await check()
@@ -199,7 +204,11 @@ export class Http {
     this.pool = new Pool(url, { connections, headersTimeout: HTTP_TIMEOUT_MS, bodyTimeout: HTTP_TIMEOUT_MS })
   }
 
-  async request(method: 'GET' | 'POST', path: string, options: { body?: string | Buffer; json?: unknown; headers?: Record<string, string> } = {}): Promise<HttpAnswer> {
+  async request(
+    method: 'GET' | 'POST',
+    path: string,
+    options: { body?: string | Buffer; json?: unknown; headers?: Record<string, string> } = {},
+  ): Promise<HttpAnswer> {
     const body = options.json !== undefined ? JSON.stringify(options.json) : options.body
     const headers = { ...(options.json !== undefined ? { 'content-type': 'application/json' } : {}), ...options.headers }
     const res = await this.pool.request({ method, path, headers, ...(body !== undefined ? { body } : {}) })
@@ -296,7 +305,11 @@ export class Stack {
   async createMessages(t: Test, count: number, text: string): Promise<string[]> {
     const ids: string[] = []
     for (let b = 0; b < count / 1000; b++) {
-      const res = await this.api!.post('/messages/batch', { messages: Array.from({ length: 1000 }, (_, i) => ({ to: phone(ordinary(b * 1000 + i)), text })) }, BEARER)
+      const res = await this.api!.post(
+        '/messages/batch',
+        { messages: Array.from({ length: 1000 }, (_, i) => ({ to: phone(ordinary(b * 1000 + i)), text })) },
+        BEARER,
+      )
       t.equal(res.status, 202)
       ids.push(...res.json<{ messages: { id: string }[] }>().messages.map((m) => m.id))
     }

@@ -42,7 +42,11 @@ async function outage(t: Test, signal: 'SIGTERM' | 'SIGKILL') {
 
   // Messages that reports are posted for: scheduled an hour ahead, so only the reports move them.
   const sendAt = new Date(Date.now() + 3600_000).toISOString()
-  const created = await api.post('/messages/batch', { messages: Array.from({ length: 100 }, (_, i) => ({ to: phone(ordinary(i)), text: 'target', sendAt })) }, BEARER)
+  const created = await api.post(
+    '/messages/batch',
+    { messages: Array.from({ length: 100 }, (_, i) => ({ to: phone(ordinary(i)), text: 'target', sendAt })) },
+    BEARER,
+  )
   t.equal(created.status, 202)
   const targets = created.json<{ messages: Message[] }>().messages.map((m) => m.id)
   const reportStatuses = [STATUSES.PENDING_ENROUTE, STATUSES.DELIVERED_TO_OPERATOR, STATUSES.DELIVERED_TO_HANDSET, STATUSES.UNDELIVERABLE_NOT_DELIVERED]
@@ -61,11 +65,15 @@ async function outage(t: Test, signal: 'SIGTERM' | 'SIGKILL') {
         request = api.post('/messages', { to: phone(ordinary(k)), text: `single ${k}`, reference: `s-${k}` }, BEARER)
       } else if (kind === 'batch') {
         answer.references = Array.from({ length: 10 }, (_, j) => `b-${k}-${j}`)
-        request = api.post('/messages/batch', { messages: answer.references.map((reference, j) => ({ to: phone(ordinary(k + j)), text: `batch ${k}`, reference })) }, BEARER)
+        request = api.post(
+          '/messages/batch',
+          { messages: answer.references.map((reference, j) => ({ to: phone(ordinary(k + j)), text: `batch ${k}`, reference })) },
+          BEARER,
+        )
       } else {
         const results = Array.from({ length: 10 }, (_, j) => {
           const id = targets[Math.floor(rand() * targets.length)]!
-          const report = v3Report(id, reportStatuses[Math.floor(rand() * reportStatuses.length)]!, { doneAt: `2026-11-28T10:00:00.000+0000#${k}-${j}` })
+          const report = v3Report(id, reportStatuses[Math.floor(rand() * reportStatuses.length)], { doneAt: `2026-11-28T10:00:00.000+0000#${k}-${j}` })
           const parsed = parseReport(report)
           if (parsed.kind === 'transition') answer.reports.push({ id, fingerprint: parsed.transition.fingerprint! })
           return report
@@ -116,10 +124,20 @@ async function outage(t: Test, signal: 'SIGTERM' | 'SIGKILL') {
   t.ok(during.length > 50, `${during.length} requests sent while Redis was down`)
   t.equal(during.filter(ok).length, 0, 'no 2xx for a request sent while Redis was down')
   t.same(histogram(during.map((a) => String(a.status))), { 503: during.length }, 'every request sent during the outage answered 503')
-  t.ok(probes.length > 5 && probes.every((p) => p.ready === 503 && p.health === 200), `/ready 503 and /health 200 throughout the outage (${probes.length} probes)`)
-  t.ok(workers.every((w) => w.alive), 'the workers waited: none exited')
+  t.ok(
+    probes.length > 5 && probes.every((p) => p.ready === 503 && p.health === 200),
+    `/ready 503 and /health 200 throughout the outage (${probes.length} probes)`,
+  )
+  t.ok(
+    workers.every((w) => w.alive),
+    'the workers waited: none exited',
+  )
   const statuses = histogram(answers.map((a) => String(a.status)))
-  t.same(Object.keys(statuses).filter((s) => !['200', '202', '503'].includes(s)), [], `only 2xx and 503 answers: ${JSON.stringify(statuses)}`)
+  t.same(
+    Object.keys(statuses).filter((s) => !['200', '202', '503'].includes(s)),
+    [],
+    `only 2xx and 503 answers: ${JSON.stringify(statuses)}`,
+  )
   t.equal((await api.get('/ready')).status, 200, '/ready 200 again')
 
   // Afterwards: every acknowledged message exists and is sent and delivered; every acknowledged report applied.
@@ -137,10 +155,15 @@ async function outage(t: Test, signal: 'SIGTERM' | 'SIGKILL') {
 
   t.equal(missing.length, 0, `every one of the ${ackedIds.length} acknowledged messages is stored`)
   t.equal(applied, reports.length, `every one of the ${reports.length} acknowledged reports was applied`)
-  await until(async () => {
-    const messages = await stack.store.getMany(ackedIds)
-    return messages.every((m) => m?.status === 'DELIVERED') || undefined
-  }, 90_000, 'every acknowledged message DELIVERED', 500)
+  await until(
+    async () => {
+      const messages = await stack.store.getMany(ackedIds)
+      return messages.every((m) => m?.status === 'DELIVERED') || undefined
+    },
+    90_000,
+    'every acknowledged message DELIVERED',
+    500,
+  )
   // A job taken (moved to active) by a command whose answer was lost in the outage has no worker until
   // its lock expires and a stalled-job check returns it: up to 2 × JOB_LOCK_MS after the restart.
   t.pass(`every acknowledged message was sent and DELIVERED, ${Date.now() - upAt} ms after Redis answered again (JOB_LOCK_MS ${LOCK_MS})`)

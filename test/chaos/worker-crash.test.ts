@@ -38,7 +38,7 @@ t.test('send: a send worker SIGKILLed with 2,000 messages in flight; every messa
   const expected = new Map<string, Status>()
   const bodies = Array.from({ length: MESSAGES }, (_, i) => {
     const special = i % 20 === 19 ? SPECIAL[Math.floor(i / 20) % SPECIAL.length]! : undefined
-    return { to: phone(special ? special[0] : ordinary(i)), text: `crash ${i}`, final: special ? special[1] : ('DELIVERED' as Status) }
+    return { to: phone(special ? special[0] : ordinary(i)), text: `crash ${i}`, final: special ? special[1] : 'DELIVERED' }
   })
   const batched = bodies.slice(0, MESSAGES - SINGLES)
   for (const part of [batched.slice(0, batched.length / 2), batched.slice(batched.length / 2)]) {
@@ -60,10 +60,15 @@ t.test('send: a send worker SIGKILLed with 2,000 messages in flight; every messa
 
   // Kill while the simulator holds its answers: accepted by "Infobip", not yet recorded by us.
   const stats = async () => (await stack.sim!.get('/_sim/stats')).json<{ accepted: number; requests: number }>()
-  const atKill = await until(async () => {
-    const s = await stats()
-    return s.accepted >= MESSAGES / 2 ? s : undefined
-  }, 60_000, 'half of the messages accepted by the simulator', 20)
+  const atKill = await until(
+    async () => {
+      const s = await stats()
+      return s.accepted >= MESSAGES / 2 ? s : undefined
+    },
+    60_000,
+    'half of the messages accepted by the simulator',
+    20,
+  )
   await victim.kill('SIGKILL')
   const killedAt = Date.now()
   const queuedAtKill = (await stack.statusCounts()).QUEUED
@@ -72,15 +77,27 @@ t.test('send: a send worker SIGKILLed with 2,000 messages in flight; every messa
 
   await until(async () => (await stack.statusCounts()).QUEUED === 0 || undefined, 90_000, 'every message PENDING or beyond', 250)
   const takeoverMs = Date.now() - killedAt
-  await until(async () => {
-    const counts = await stack.statusCounts()
-    return counts.DELIVERED + counts.UNDELIVERABLE + counts.EXPIRED + counts.REJECTED + counts.FAILED === MESSAGES || undefined
-  }, 90_000, 'every message final', 250)
+  await until(
+    async () => {
+      const counts = await stack.statusCounts()
+      return counts.DELIVERED + counts.UNDELIVERABLE + counts.EXPIRED + counts.REJECTED + counts.FAILED === MESSAGES || undefined
+    },
+    90_000,
+    'every message final',
+    250,
+  )
 
   const messages = (await stack.store.getMany(ids)) as Message[]
   const wrong = messages.filter((m) => m.status !== expected.get(m.id))
-  t.equal(wrong.length, 0, `every message reached its final status (wrong: ${JSON.stringify(wrong.slice(0, 3).map((m) => [m.id, m.status, expected.get(m.id)]))})`)
-  t.ok(messages.every((m) => m.events.every((e, i) => i === 0 || RANK[e.status] > RANK[m.events[i - 1]!.status])), 'events only move forward')
+  t.equal(
+    wrong.length,
+    0,
+    `every message reached its final status (wrong: ${JSON.stringify(wrong.slice(0, 3).map((m) => [m.id, m.status, expected.get(m.id)]))})`,
+  )
+  t.ok(
+    messages.every((m) => m.events.every((e, i) => i === 0 || RANK[e.status] > RANK[m.events[i - 1]!.status])),
+    'events only move forward',
+  )
 
   const seen = await stack.simMessages(ids)
   const accepted = seen.map((s) => s?.accepted ?? 0)
@@ -94,7 +111,10 @@ t.test('send: a send worker SIGKILLed with 2,000 messages in flight; every messa
   const lookups = [survivor, replacement].flatMap((w) => w.logged<{ found: number; resubmit: number }>('looked up messages with an unknown submission outcome'))
   const found = lookups.reduce((n, l) => n + l.found, 0)
   const resubmitted = lookups.reduce((n, l) => n + l.resubmit, 0)
-  t.ok(found > 0, `the kill hit the window: ${found} messages accepted by Infobip but unrecorded were found in its logs (${lookups.length} lookups), ${resubmitted} unknown to Infobip were submitted again`)
+  t.ok(
+    found > 0,
+    `the kill hit the window: ${found} messages accepted by Infobip but unrecorded were found in its logs (${lookups.length} lookups), ${resubmitted} unknown to Infobip were submitted again`,
+  )
   t.comment(
     `send crash: ${MESSAGES} messages, all PENDING or beyond ${takeoverMs} ms after the kill; attempts per message ${JSON.stringify(histogram(messages.map((m) => m.attempts)))}; ` +
       `found in logs after the kill ${found}, resubmitted ${resubmitted}; accepted twice ${twice}`,
@@ -113,7 +133,13 @@ t.test('dlr: a dlr worker SIGKILLed while 20,000 reports are applied; the others
   const ids = await stack.createMessages(t, MESSAGES, 'dlr crash')
 
   // Per message: PENDING, SENT, one final; one of the three again (an exact duplicate): 20,000 reports.
-  const finals = [STATUSES.DELIVERED_TO_HANDSET, STATUSES.DELIVERED_TO_HANDSET, STATUSES.UNDELIVERABLE_NOT_DELIVERED, STATUSES.EXPIRED_EXPIRED, STATUSES.REJECTED_NETWORK]
+  const finals = [
+    STATUSES.DELIVERED_TO_HANDSET,
+    STATUSES.DELIVERED_TO_HANDSET,
+    STATUSES.UNDELIVERABLE_NOT_DELIVERED,
+    STATUSES.EXPIRED_EXPIRED,
+    STATUSES.REJECTED_NETWORK,
+  ]
   const expectedStatus = new Map<string, Status>()
   const fingerprints = new Map<string, Set<string>>()
   const reports = ids.flatMap((id, i) => {
@@ -162,7 +188,10 @@ t.test('dlr: a dlr worker SIGKILLed while 20,000 reports are applied; the others
   t.equal(lost.length, 0, `every report was applied: its fingerprint is recorded (messages missing one: ${lost.length})`)
   const wrong = messages.filter((m) => m.status !== expectedStatus.get(m.id) || !isFinal(m.status))
   t.equal(wrong.length, 0, 'every message reached its final status')
-  t.ok(messages.every((m) => m.events.every((e, i) => i === 0 || RANK[e.status] > RANK[m.events[i - 1]!.status])), 'no status applied twice, none went back')
+  t.ok(
+    messages.every((m) => m.events.every((e, i) => i === 0 || RANK[e.status] > RANK[m.events[i - 1]!.status])),
+    'no status applied twice, none went back',
+  )
 
   const counts = [victim, survivor, replacement].flatMap((w) => w.logged<Record<string, number>>('applied delivery reports'))
   const total = (k: string) => counts.reduce((n, c) => n + (c[k] ?? 0), 0)

@@ -100,8 +100,17 @@ t.test('only missing or mistyped deciding fields make a report invalid; other fi
 
 t.test('parseBatch keeps the good reports in order and counts the rest', async (t) => {
   const batch = parseBatch([v3Report('a'), null, { messageId: 'b', status: { groupId: 9 } }, v2Report('c', STATUSES.DELIVERED_TO_OPERATOR), { messageId: 'd' }])
-  t.same(batch.transitions.map((tr) => [tr.id, tr.status]), [['a', 'DELIVERED'], ['c', 'SENT']])
-  t.same(batch.reports.map((r) => r.messageId), ['a', 'c'])
+  t.same(
+    batch.transitions.map((tr) => [tr.id, tr.status]),
+    [
+      ['a', 'DELIVERED'],
+      ['c', 'SENT'],
+    ],
+  )
+  t.same(
+    batch.reports.map((r) => r.messageId),
+    ['a', 'c'],
+  )
   t.equal(batch.invalid, 2)
   t.equal(batch.unknownStatus, 1)
 })

@@ -8,9 +8,7 @@ const a = (n: number): string => 'a'.repeat(n)
 const zh = (n: number): string => 'ж'.repeat(n)
 const EMOJI = '😀' // two UTF-16 code units
 
-const BASIC =
-  '@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !"#¤%&\'()*+,-./0123456789:;<=>?' +
-  '¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà'
+const BASIC = '@£$¥èéùìòÇ\nØø\rÅåΔ_ΦΓΛΩΠΨΣΘΞÆæßÉ !"#¤%&\'()*+,-./0123456789:;<=>?' + '¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà'
 const EXTENSION = '\f^{}\\[~]|€'
 
 t.test('empty text has no segments', async (t) => {
@@ -119,28 +117,37 @@ function model(text: string): { encoding: string; segments: number; units: numbe
 }
 
 const gsmChar = fc.constantFrom(...BASIC, ...EXTENSION)
-const anyChar = fc.oneof(
-  { arbitrary: gsmChar, weight: 20 },
-  { arbitrary: fc.constantFrom('ж', 'ç', '’', EMOJI, '🇨🇭'), weight: 1 },
-)
+const anyChar = fc.oneof({ arbitrary: gsmChar, weight: 20 }, { arbitrary: fc.constantFrom('ж', 'ç', '’', EMOJI, '🇨🇭'), weight: 1 })
 const text = (char: fc.Arbitrary<string>) => fc.array(char, { maxLength: 400 }).map((cs) => cs.join(''))
 
 t.test('property: agrees with a naive model', async (t) => {
-  fc.assert(fc.property(text(anyChar), (s) => deepStrictEqual(analyzeText(s), model(s))), { numRuns: 500 })
+  fc.assert(
+    fc.property(text(anyChar), (s) => deepStrictEqual(analyzeText(s), model(s))),
+    { numRuns: 500 },
+  )
   t.pass('checked')
 })
 
 t.test('property: segments never decrease when text is appended', async (t) => {
-  fc.assert(fc.property(text(anyChar), text(anyChar), (s, extra) => {
-    return analyzeText(s + extra).segments >= analyzeText(s).segments
-  }), { numRuns: 500 })
+  fc.assert(
+    fc.property(text(anyChar), text(anyChar), (s, extra) => {
+      return analyzeText(s + extra).segments >= analyzeText(s).segments
+    }),
+    { numRuns: 500 },
+  )
   t.pass('checked')
 })
 
 t.test('property: a GSM-7 text is one segment iff it has at most 160 septets', async (t) => {
-  fc.assert(fc.property(text(gsmChar).filter((s) => s.length > 0), (s) => {
-    const r = analyzeText(s)
-    return r.encoding === 'GSM-7' && (r.segments === 1) === (r.units <= 160)
-  }), { numRuns: 500 })
+  fc.assert(
+    fc.property(
+      text(gsmChar).filter((s) => s.length > 0),
+      (s) => {
+        const r = analyzeText(s)
+        return r.encoding === 'GSM-7' && (r.segments === 1) === r.units <= 160
+      },
+    ),
+    { numRuns: 500 },
+  )
   t.pass('checked')
 })

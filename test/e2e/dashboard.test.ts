@@ -23,7 +23,10 @@ if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found: install Debia
 // A non-loopback address when the machine has one: browsers exempt loopback from
 // `upgrade-insecure-requests`, so only a LAN-like address shows whether the dashboard's assets
 // load over plain HTTP under its CSP.
-const host = Object.values(networkInterfaces()).flat().find((a) => a?.family === 'IPv4' && !a.internal)?.address ?? '127.0.0.1'
+const host =
+  Object.values(networkInterfaces())
+    .flat()
+    .find((a) => a?.family === 'IPv4' && !a.internal)?.address ?? '127.0.0.1'
 
 const app = await buildTestApp(t, testConfig('e2e-dashboard', { BULL_BOARD_USER: USER, BULL_BOARD_PASSWORD: PASSWORD }))
 await app.listen({ port: 0, host })
@@ -32,18 +35,36 @@ t.comment(`dashboard at ${base}/admin/queues`)
 
 // Two send jobs (no worker runs, so they wait), three dlr jobs, nothing in the other queues.
 for (const to of ['+41 79 302 67 27', '+41 79 302 67 28']) {
-  const res = await app.inject({ method: 'POST', url: '/messages', headers: { authorization: `Bearer ${API_KEY}` }, payload: { to, text: 'Your code is 4711' } })
+  const res = await app.inject({
+    method: 'POST',
+    url: '/messages',
+    headers: { authorization: `Bearer ${API_KEY}` },
+    payload: { to, text: 'Your code is 4711' },
+  })
   if (res.statusCode !== 202) throw new Error(`POST /messages answered ${res.statusCode}: ${res.body}`)
 }
 for (const id of ['msg_e2e_1', 'msg_e2e_2', 'msg_e2e_3']) {
-  const res = await app.inject({ method: 'POST', url: `/infobip-dlr?token=${DLR_TOKEN}`, payload: { results: [v3Report(id, undefined, { text: 'Your code is 4711' })] } })
+  const res = await app.inject({
+    method: 'POST',
+    url: `/infobip-dlr?token=${DLR_TOKEN}`,
+    payload: { results: [v3Report(id, undefined, { text: 'Your code is 4711' })] },
+  })
   if (res.statusCode !== 200) throw new Error(`POST /infobip-dlr answered ${res.statusCode}: ${res.body}`)
 }
 const COUNTS: Record<string, number> = { ...Object.fromEntries(Object.values(QUEUE).map((name) => [name, 0])), send: 2, dlr: 3 }
 
 const browser = await chromium.launch({
   executablePath: CHROMIUM,
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  args: [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-quic',
+    '--no-first-run',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+  ],
 })
 t.teardown(() => browser.close())
 await mkdir(SCREENSHOTS, { recursive: true })
@@ -86,7 +107,10 @@ t.test('logged in, the overview shows every queue with its job count', async (t)
   t.match(await response?.headerValue('content-security-policy'), /script-src 'self'/)
 
   for (const [name, count] of Object.entries(COUNTS)) {
-    const card = page.locator('li').filter({ has: page.locator(`a[title="${name}"]`) }).filter({ hasText: /\d+ Jobs?/ })
+    const card = page
+      .locator('li')
+      .filter({ has: page.locator(`a[title="${name}"]`) })
+      .filter({ hasText: /\d+ Jobs?/ })
     const label = count === 1 ? '1 Job' : `${count} Jobs`
     await card.getByText(label, { exact: true }).waitFor()
     t.pass(`${name}: ${label}`)

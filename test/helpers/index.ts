@@ -96,8 +96,8 @@ export function spawnWorker(t: Test, env: Record<string, string>): ChildProcess 
     stdio: ['ignore', 'pipe', 'pipe'],
   })
   let output = ''
-  child.stdout!.on('data', (d) => (output += d))
-  child.stderr!.on('data', (d) => (output += d))
+  child.stdout.on('data', (d) => (output += d))
+  child.stderr.on('data', (d) => (output += d))
   t.teardown(async () => {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill('SIGKILL')
@@ -117,7 +117,12 @@ export async function workerReady(child: ChildProcess, timeoutMs = 15_000): Prom
  * The whole system in this process: the simulator, the API listening on a free port (so that the
  * simulator's reports reach it) and the workers, all on one KEY_PREFIX; closed when the test ends.
  */
-export async function startSystem(t: Test, name: string, env: Record<string, string | number | boolean> = {}, simEnv: Record<string, string | number | boolean> = {}) {
+export async function startSystem(
+  t: Test,
+  name: string,
+  env: Record<string, string | number | boolean> = {},
+  simEnv: Record<string, string | number | boolean> = {},
+) {
   const sim = await startSimulator(t, testConfig(`${name}-sim`, simEnv))
   const base = testConfig(name, { INFOBIP_BASE_URL: sim.url, ...env })
   const app = await buildTestApp(t, base)

@@ -132,7 +132,11 @@ export function witness(stored: ReturnType<typeof comparable>, transitions: read
     if (i === 0) continue
     const last = i === stored.events.length - 1
     const at = left.findIndex(
-      (tr) => tr.status === e.status && tr.source === e.source && (tr.infobipStatus ?? undefined) === e.infobipStatus && (!last || infobipOf(tr.infobip) === infobipOf(stored.infobip)),
+      (tr) =>
+        tr.status === e.status &&
+        tr.source === e.source &&
+        (tr.infobipStatus ?? undefined) === e.infobipStatus &&
+        (!last || infobipOf(tr.infobip) === infobipOf(stored.infobip)),
     )
     if (at < 0) return `no report explains event ${i + 1} (${e.status})`
     order.push(...left.splice(at, 1))

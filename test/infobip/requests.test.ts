@@ -47,13 +47,22 @@ t.test('send answers of both versions normalise alike', async (t) => {
     bulkId: 'b',
     results: [{ messageId: 'm1', status, messageCount: 2 }],
   })
-  t.same(parseSendAnswer({ bulkId: 'b', messages: [{ messageId: 'm1', status, to: '4179', smsCount: 2 }] }).results, [{ messageId: 'm1', status, messageCount: 2 }])
+  t.same(parseSendAnswer({ bulkId: 'b', messages: [{ messageId: 'm1', status, to: '4179', smsCount: 2 }] }).results, [
+    { messageId: 'm1', status, messageCount: 2 },
+  ])
   t.same(parseSendAnswer('not an object'), { results: [] })
   t.same(parseSendAnswer({ messages: [{ status }] }), { results: [] }, 'entries without messageId are dropped')
 })
 
 t.test("Infobip's error text from either envelope", async (t) => {
-  t.equal(errorText({ errorCode: 'E400', description: 'Request cannot be processed.', violations: [{ property: 'messages[0].destinations', violation: 'must not be empty' }] }), 'Request cannot be processed. (messages[0].destinations: must not be empty)')
+  t.equal(
+    errorText({
+      errorCode: 'E400',
+      description: 'Request cannot be processed.',
+      violations: [{ property: 'messages[0].destinations', violation: 'must not be empty' }],
+    }),
+    'Request cannot be processed. (messages[0].destinations: must not be empty)',
+  )
   t.equal(errorText({ requestError: { serviceException: { messageId: 'BAD_REQUEST', text: 'Bad request' } } }), 'BAD_REQUEST: Bad request')
   t.equal(errorText('<html>gateway</html>'), '<html>gateway</html>')
   t.equal(errorText(undefined), 'no error text')

@@ -24,7 +24,7 @@ interface BoardQueue {
 const boardQueues = async (activeQueue?: string) => {
   const query = activeQueue ? `?activeQueue=${activeQueue}&status=latest&page=1&jobsPerPage=10` : ''
   const res = await app.inject({ url: `/admin/queues/api/queues${query}`, headers: OPS })
-  return (res.json() as { queues: BoardQueue[] }).queues
+  return res.json<{ queues: BoardQueue[] }>().queues
 }
 
 t.test('every dashboard URL needs the Basic credentials', async (t) => {
@@ -63,7 +63,13 @@ t.test('the dashboard keeps helmet, with a CSP its page can live with', async (t
 
 t.test('read-only: retry, clean and remove are refused', async (t) => {
   const job = await app.queues.send.add('send', { ids: ['msg_readonly'] }, { delay: 60_000 })
-  for (const url of ['/admin/queues/api/queues/send/retry/failed', '/admin/queues/api/queues/send/clean/delayed', `/admin/queues/api/queues/send/${job.id}/clean`, `/admin/queues/api/queues/send/${job.id}/promote`, '/admin/queues/api/queues/send/empty']) {
+  for (const url of [
+    '/admin/queues/api/queues/send/retry/failed',
+    '/admin/queues/api/queues/send/clean/delayed',
+    `/admin/queues/api/queues/send/${job.id}/clean`,
+    `/admin/queues/api/queues/send/${job.id}/promote`,
+    '/admin/queues/api/queues/send/empty',
+  ]) {
     const res = await app.inject({ method: 'PUT', url, headers: OPS })
     t.equal(res.statusCode, 405, url)
   }
@@ -80,10 +86,7 @@ t.test('BULL_BOARD_READ_ONLY=false lets operators act on jobs', async (t) => {
 })
 
 t.test('job data is shown without message text or full phone numbers', async (t) => {
-  const reports = [
-    v3Report('msg_a', undefined, { text: 'Your code is 4711' }),
-    v2Report('msg_b', undefined, { to: '+41 79 555 12 34', from: '41791112233' }),
-  ]
+  const reports = [v3Report('msg_a', undefined, { text: 'Your code is 4711' }), v2Report('msg_b', undefined, { to: '+41 79 555 12 34', from: '41791112233' })]
   const posted = await app.inject({ method: 'POST', url: `/infobip-dlr?token=${DLR_TOKEN}`, payload: { results: reports } })
   t.equal(posted.statusCode, 200)
 
@@ -103,14 +106,18 @@ t.test('job data is shown without message text or full phone numbers', async (t)
   // A send job names message ids only, and is shown as it is.
   await app.queues.send.add('send', { ids: ['msg_x', 'msg_y'] }, { delay: 60_000 })
   const send = (await boardQueues('send')).find((q) => q.name === 'send')!
-  t.same(send.jobs.map((j) => j.data), [{ ids: ['msg_x', 'msg_y'] }])
+  t.same(
+    send.jobs.map((j) => j.data),
+    [{ ids: ['msg_x', 'msg_y'] }],
+  )
 })
 
 t.test('maskJobData: nested, numeric, alphanumeric senders', async (t) => {
-  t.same(
-    maskJobData({ message: { to: 41793026727, from: 'MyBrand', text: 'hi', destinations: [{ to: '+41793026727' }] }, count: 3, to: 'n/a' }),
-    { message: { to: '*******6727', from: 'MyBrand', destinations: [{ to: '*******6727' }] }, count: 3, to: 'n/a' },
-  )
+  t.same(maskJobData({ message: { to: 41793026727, from: 'MyBrand', text: 'hi', destinations: [{ to: '+41793026727' }] }, count: 3, to: 'n/a' }), {
+    message: { to: '*******6727', from: 'MyBrand', destinations: [{ to: '*******6727' }] },
+    count: 3,
+    to: 'n/a',
+  })
   t.equal(maskJobData(null), null)
   t.equal(maskJobData('text'), 'text')
 })

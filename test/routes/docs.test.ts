@@ -6,10 +6,10 @@ const app = await buildTestApp(t, testConfig('docs'))
 t.test('/docs/json documents every route, with an example for every body', async (t) => {
   const res = await app.inject({ url: '/docs/json' })
   t.equal(res.statusCode, 200)
-  const doc = res.json() as {
+  const doc = res.json<{
     openapi: string
     paths: Record<string, Record<string, { requestBody?: { content: Record<string, { example?: unknown; examples?: unknown }> } }>>
-  }
+  }>()
   t.match(doc.openapi, /^3\./)
   const documented = Object.entries(doc.paths).flatMap(([path, methods]) => Object.keys(methods).map((m) => `${m.toUpperCase()} ${path}`))
   for (const expected of ['POST /messages', 'POST /messages/batch', 'GET /messages/{id}', 'POST /infobip-dlr', 'GET /health', 'GET /ready']) {

@@ -35,15 +35,26 @@ const post = (payload: unknown, options: { url?: string; headers?: Record<string
 const storedJobs = async () => (await queue.getWaiting()).map((job) => dlrResults(job.data))
 
 t.test('the token is accepted as ?token=, X-Webhook-Token or the Basic password; the batch is stored as sent', async (t) => {
-  const batches = [[v3Report('m1')], [v2Report('m2'), v3Report('m3', STATUSES.PENDING_ENROUTE)], [{ messageId: 'm4', status: STATUSES.EXPIRED_EXPIRED, future: { x: 1 } }]]
-  const forms: { url?: string; headers?: Record<string, string> }[] = [{}, { url: '/infobip-dlr', headers: { 'x-webhook-token': DLR_TOKEN } }, { url: '/infobip-dlr', headers: { authorization: basic('infobip', DLR_TOKEN) } }]
+  const batches = [
+    [v3Report('m1')],
+    [v2Report('m2'), v3Report('m3', STATUSES.PENDING_ENROUTE)],
+    [{ messageId: 'm4', status: STATUSES.EXPIRED_EXPIRED, future: { x: 1 } }],
+  ]
+  const forms: { url?: string; headers?: Record<string, string> }[] = [
+    {},
+    { url: '/infobip-dlr', headers: { 'x-webhook-token': DLR_TOKEN } },
+    { url: '/infobip-dlr', headers: { authorization: basic('infobip', DLR_TOKEN) } },
+  ]
   for (const [i, form] of forms.entries()) {
     const res = await post({ results: batches[i] }, form)
     t.equal(res.statusCode, 200, JSON.stringify(form))
     t.same(res.json(), { received: batches[i]!.length })
   }
   // One job per POST, unknown fields and all.
-  t.same((await storedJobs()).sort((a, b) => a.length - b.length), [batches[0], batches[2], batches[1]])
+  t.same(
+    (await storedJobs()).sort((a, b) => a.length - b.length),
+    [batches[0], batches[2], batches[1]],
+  )
 })
 
 t.test('a POST costs one round trip to Redis: the job, nothing else', async (t) => {
@@ -139,7 +150,12 @@ t.test('a mixed batch: 200, every result stored, and the worker applies every go
     { status: STATUSES.DELIVERED_TO_HANDSET },
     { messageId: ids[1] },
   ]
-  const good = [v3Report(ids[0]!), v2Report(ids[1]!, STATUSES.EXPIRED_EXPIRED), v3Report(ids[2]!, STATUSES.DELIVERED_TO_OPERATOR), v3Report(ids[3]!, STATUSES.REJECTED_NETWORK)]
+  const good = [
+    v3Report(ids[0]!),
+    v2Report(ids[1]!, STATUSES.EXPIRED_EXPIRED),
+    v3Report(ids[2]!, STATUSES.DELIVERED_TO_OPERATOR),
+    v3Report(ids[3]!, STATUSES.REJECTED_NETWORK),
+  ]
   const results = [bad[0], good[0], bad[1], bad[2], good[1], bad[3], bad[4], good[2], bad[5], bad[6], good[3]]
   const res = await post({ results })
   t.equal(res.statusCode, 200)
@@ -152,7 +168,10 @@ t.test('a mixed batch: 200, every result stored, and the worker applies every go
   const processor = makeDlrProcessor({ store: app.store, log: pino({ level: 'silent' }), onResult: (result, n) => (counted[result] = n) })
   t.same(await processor(job!), { applied: 4, duplicate: 0, ignored: 0, unmatched: 0, invalid: 7 })
   t.same(counted, { applied: 4, invalid: 7 })
-  t.same((await app.store.getMany(ids)).map((m) => m!.status), ['DELIVERED', 'EXPIRED', 'SENT', 'REJECTED'])
+  t.same(
+    (await app.store.getMany(ids)).map((m) => m!.status),
+    ['DELIVERED', 'EXPIRED', 'SENT', 'REJECTED'],
+  )
 })
 
 t.test('DLR_ALLOWED_IPS: other sources get 403 even with the token; a bad list stops start-up', async (t) => {
@@ -172,7 +191,12 @@ t.test('Redis unreachable: 503 with Retry-After, so that Infobip retries', async
   const broken = await buildTestApp(t, testConfig('dlr-down'))
   broken.redis.disconnect()
   broken.queueRedis.disconnect()
-  const res = await broken.inject({ method: 'POST', url: URL_WITH_TOKEN, headers: { 'content-type': 'application/json' }, payload: { results: [v3Report('m1')] } })
+  const res = await broken.inject({
+    method: 'POST',
+    url: URL_WITH_TOKEN,
+    headers: { 'content-type': 'application/json' },
+    payload: { results: [v3Report('m1')] },
+  })
   t.equal(res.statusCode, 503)
   t.equal(res.headers['retry-after'], '1')
 })

@@ -5,7 +5,12 @@ const config = testConfig('messages')
 const app = await buildTestApp(t, config)
 
 const post = (body: unknown, headers: Record<string, string> = {}, url = '/messages') =>
-  app.inject({ method: 'POST', url, headers: { ...AUTH, 'content-type': 'application/json', ...headers }, payload: typeof body === 'string' ? body : JSON.stringify(body) })
+  app.inject({
+    method: 'POST',
+    url,
+    headers: { ...AUTH, 'content-type': 'application/json', ...headers },
+    payload: typeof body === 'string' ? body : JSON.stringify(body),
+  })
 
 t.test('a valid message is stored, queued and answered 202 with its resource', async (t) => {
   const res = await post({ to: '+41 79 302 67 27', text: 'Your code is 1234', from: 'MyBrand', reference: 'order-42', validityPeriodMinutes: 720 })
@@ -13,7 +18,19 @@ t.test('a valid message is stored, queued and answered 202 with its resource', a
   const body = res.json()
   t.match(body.id, /^msg_[0-9A-Z]{26}$/)
   t.equal(res.headers.location, `/messages/${body.id}`)
-  t.match(body, { to: '41793026727', from: 'MyBrand', reference: 'order-42', status: 'QUEUED', final: false, encoding: 'GSM-7', segments: 1, attempts: 0, validityPeriodMinutes: 720, infobip: null, error: null })
+  t.match(body, {
+    to: '41793026727',
+    from: 'MyBrand',
+    reference: 'order-42',
+    status: 'QUEUED',
+    final: false,
+    encoding: 'GSM-7',
+    segments: 1,
+    attempts: 0,
+    validityPeriodMinutes: 720,
+    infobip: null,
+    error: null,
+  })
   t.match(body.events, [{ seq: 1, status: 'QUEUED', source: 'api' }])
 
   const get = await app.inject({ url: `/messages/${body.id}`, headers: AUTH })
@@ -140,10 +157,21 @@ t.test('batch: 202 with every resource in order, jobs of up to 100', async (t) =
   t.equal(res.statusCode, 202)
   const stored = res.json().messages as { id: string; reference: string; status: string }[]
   t.equal(stored.length, 250)
-  t.same(stored.map((m) => m.reference), messages.map((m) => m.reference), 'same order')
+  t.same(
+    stored.map((m) => m.reference),
+    messages.map((m) => m.reference),
+    'same order',
+  )
   const jobs = await Promise.all([0, 100, 200].map((i) => app.queues.send.getJob(stored[i]!.id)))
-  t.same(jobs.map((j) => j?.data.ids.length), [100, 100, 50])
-  t.same(jobs.flatMap((j) => j!.data.ids), stored.map((m) => m.id), 'every message in exactly one job')
+  t.same(
+    jobs.map((j) => j?.data.ids.length),
+    [100, 100, 50],
+  )
+  t.same(
+    jobs.flatMap((j) => j!.data.ids),
+    stored.map((m) => m.id),
+    'every message in exactly one job',
+  )
 })
 
 t.test('batch: one invalid item refuses the whole batch and stores nothing', async (t) => {
@@ -154,7 +182,16 @@ t.test('batch: one invalid item refuses the whole batch and stores nothing', asy
   const res = await post({ messages }, {}, '/messages/batch')
   t.equal(res.statusCode, 400)
   t.match(res.json().message, /^body\/messages\/3\/to must be a valid international phone number/)
-  const wrongType = await post({ messages: [{ to: '+41793026727', text: 'ok' }, { to: '+41793026727', text: 7 }] }, {}, '/messages/batch')
+  const wrongType = await post(
+    {
+      messages: [
+        { to: '+41793026727', text: 'ok' },
+        { to: '+41793026727', text: 7 },
+      ],
+    },
+    {},
+    '/messages/batch',
+  )
   t.match(wrongType.json().message, /^body\/messages\/1\/text must be string/)
   t.equal((await post({ messages: [] }, {}, '/messages/batch')).statusCode, 400, 'empty batch')
   const tooMany = await post({ messages: Array(1001).fill({ to: '+41793026727', text: 'x' }) }, {}, '/messages/batch')
@@ -183,7 +220,8 @@ t.test('batch: a constant number of Redis round trips, whatever its size', async
 t.test('when the jobs cannot be added, the records are removed again and the answer is 503', async (t) => {
   // A Redis failure between the two writes cannot be staged with a real Redis: fake the second one.
   const queue = app.queues.send
-  const { add, addBulk } = queue
+  const add = queue.add.bind(queue)
+  const addBulk = queue.addBulk.bind(queue)
   const broken = async () => {
     throw new Error('Connection is closed.')
   }
@@ -197,7 +235,16 @@ t.test('when the jobs cannot be added, the records are removed again and the ans
   const keysBefore = (await app.redis.keys(`${config.KEY_PREFIX}:msg:*`)).length
   const single = await post({ to: '+41793026727', text: 'lost?' }, { 'idempotency-key': 'half-stored' })
   t.equal(single.statusCode, 503)
-  const batch = await post({ messages: [{ to: '+41793026727', text: 'a' }, { to: '+41793026727', text: 'b', sendAt: new Date(Date.now() + 60_000).toISOString() }] }, {}, '/messages/batch')
+  const batch = await post(
+    {
+      messages: [
+        { to: '+41793026727', text: 'a' },
+        { to: '+41793026727', text: 'b', sendAt: new Date(Date.now() + 60_000).toISOString() },
+      ],
+    },
+    {},
+    '/messages/batch',
+  )
   t.equal(batch.statusCode, 503, 'a batch of two jobs too')
   t.equal((await app.redis.keys(`${config.KEY_PREFIX}:msg:*`)).length, keysBefore, 'no record left behind')
   restore()

@@ -11,7 +11,12 @@ t.test('two API processes share one per-key budget on /messages*', async (t) => 
     const res =
       i % 3 === 0
         ? await app.inject({ url: '/messages/msg_unknown', headers: AUTH })
-        : await app.inject({ method: 'POST', url: i % 3 === 1 ? '/messages' : '/messages/batch', headers: AUTH, payload: i % 3 === 1 ? { to: '+41793026727', text: 'x' } : { messages: [{ to: '+41793026727', text: 'x' }] } })
+        : await app.inject({
+            method: 'POST',
+            url: i % 3 === 1 ? '/messages' : '/messages/batch',
+            headers: AUTH,
+            payload: i % 3 === 1 ? { to: '+41793026727', text: 'x' } : { messages: [{ to: '+41793026727', text: 'x' }] },
+          })
     codes.push(res.statusCode)
     t.equal(res.headers['x-ratelimit-limit'], '6')
     t.equal(res.headers['x-ratelimit-remaining'], String(5 - i))
@@ -21,7 +26,12 @@ t.test('two API processes share one per-key budget on /messages*', async (t) => 
   t.equal(over.statusCode, 429)
   t.match(over.json(), { statusCode: 429, error: 'Too Many Requests', message: /Rate limit of 6 requests per minute exceeded/ })
   t.ok(Number(over.headers['retry-after']) > 0, 'Retry-After in seconds')
-  const otherKey = await apps[1]!.inject({ method: 'POST', url: '/messages', headers: { authorization: 'Bearer second-key-0123456789' }, payload: { to: '+41793026727', text: 'x' } })
+  const otherKey = await apps[1]!.inject({
+    method: 'POST',
+    url: '/messages',
+    headers: { authorization: 'Bearer second-key-0123456789' },
+    payload: { to: '+41793026727', text: 'x' },
+  })
   t.equal(otherKey.statusCode, 202, 'another API key has its own budget')
   const health = await apps[0]!.inject({ url: '/health' })
   t.equal(health.statusCode, 200, 'operations routes are not limited')

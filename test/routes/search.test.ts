@@ -1,13 +1,13 @@
 import fc from 'fast-check'
 import t from 'tap'
-import { STATUS, type Status } from '../../src/domain/status.js'
+import { STATUS } from '../../src/domain/status.js'
 import type { Message } from '../../src/store/message-store.js'
 import { AUTH, buildTestApp, testConfig } from '../helpers/index.js'
 
 const app = await buildTestApp(t, testConfig('search'))
 const search = async (query: string) => {
   const res = await app.inject({ url: `/messages?${query}`, headers: AUTH })
-  return { status: res.statusCode, body: res.json() as { messages: Message[]; nextCursor: string | null; message?: string } }
+  return { status: res.statusCode, body: res.json<{ messages: Message[]; nextCursor: string | null; message?: string }>() }
 }
 
 const created: Message[] = []
@@ -21,17 +21,29 @@ const newestFirst = [...created].reverse().map((m) => m.id)
 t.test('newest first, cursor-paged', async (t) => {
   const first = await search('limit=12')
   t.equal(first.status, 200)
-  t.same(first.body.messages.map((m) => m.id), newestFirst.slice(0, 12))
+  t.same(
+    first.body.messages.map((m) => m.id),
+    newestFirst.slice(0, 12),
+  )
   const second = await search(`limit=12&cursor=${first.body.nextCursor}`)
-  t.same(second.body.messages.map((m) => m.id), newestFirst.slice(12, 24))
+  t.same(
+    second.body.messages.map((m) => m.id),
+    newestFirst.slice(12, 24),
+  )
   const third = await search(`limit=12&cursor=${second.body.nextCursor}`)
-  t.same(third.body.messages.map((m) => m.id), newestFirst.slice(24))
+  t.same(
+    third.body.messages.map((m) => m.id),
+    newestFirst.slice(24),
+  )
   t.equal(third.body.nextCursor, null)
 })
 
 t.test('filters: reference, to (any notation), status, since/until', async (t) => {
   const byRef = await search('reference=ref-2')
-  t.same(byRef.body.messages.map((m) => m.id), newestFirst.filter((id) => created.find((m) => m.id === id)!.reference === 'ref-2'))
+  t.same(
+    byRef.body.messages.map((m) => m.id),
+    newestFirst.filter((id) => created.find((m) => m.id === id)!.reference === 'ref-2'),
+  )
   const byTo = await search(`to=${encodeURIComponent('+41 79 302 11 11')}`)
   t.equal(byTo.body.messages.length, 10)
   t.ok(byTo.body.messages.every((m) => m.to === '41793021111'))
@@ -70,16 +82,19 @@ t.test('the status index never drifts from the records, whatever transitions are
   const ids = created.map((m) => m.id)
   const statuses = Object.values(STATUS)
   await fc.assert(
-    fc.asyncProperty(fc.array(fc.tuple(fc.integer({ min: 0, max: ids.length - 1 }), fc.constantFrom(...statuses)), { minLength: 1, maxLength: 40 }), async (changes) => {
-      await Promise.all(changes.map(([i, status]) => app.store.transition([{ id: ids[i]!, status: status as Status, source: 'dlr' }])))
-      const records = await app.store.getMany(ids)
-      for (const status of statuses) {
-        const indexed = new Set(await app.redis.zrange(app.store.keys.byStatus(status), '0', '-1'))
-        const actual = new Set(records.filter((m) => m!.status === status).map((m) => m!.id))
-        if (indexed.size !== actual.size || [...actual].some((id) => !indexed.has(id))) return false
-      }
-      return true
-    }),
+    fc.asyncProperty(
+      fc.array(fc.tuple(fc.integer({ min: 0, max: ids.length - 1 }), fc.constantFrom(...statuses)), { minLength: 1, maxLength: 40 }),
+      async (changes) => {
+        await Promise.all(changes.map(([i, status]) => app.store.transition([{ id: ids[i]!, status: status, source: 'dlr' }])))
+        const records = await app.store.getMany(ids)
+        for (const status of statuses) {
+          const indexed = new Set(await app.redis.zrange(app.store.keys.byStatus(status), '0', '-1'))
+          const actual = new Set(records.filter((m) => m!.status === status).map((m) => m!.id))
+          if (indexed.size !== actual.size || [...actual].some((id) => !indexed.has(id))) return false
+        }
+        return true
+      },
+    ),
     { numRuns: 30 },
   )
   const delivered = await search('status=DELIVERED&limit=500')

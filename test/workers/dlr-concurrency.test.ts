@@ -12,7 +12,18 @@ import { MessageStore, type Message, type Transition } from '../../src/store/mes
 import type { ReportCounts } from '../../workers/dlr.js'
 import { cleanup, REDIS_URL, spawnWorker, testEnv, waitFor, workerReady } from '../helpers/index.js'
 import {
-  applyModel, comparable, newModelMessage, random, shuffle, sortKeys, STATUSES, v2Report, v3Report, witness, type ModelMessage, type ModelResult,
+  applyModel,
+  comparable,
+  newModelMessage,
+  random,
+  shuffle,
+  sortKeys,
+  STATUSES,
+  v2Report,
+  v3Report,
+  witness,
+  type ModelMessage,
+  type ModelResult,
 } from '../helpers/reports.js'
 
 /**
@@ -53,12 +64,15 @@ function runModel(ids: string[], transitions: readonly Transition[]) {
 /** The stored messages, compared on what SPEC §5 decides; seq must run 1..n. */
 async function snapshot(t: Test, ids: string[]) {
   const messages = (await store.getMany(ids)) as Message[]
-  t.ok(messages.every((m) => m.events.every((e, i) => e.seq === i + 1)), 'seq runs 1..n in every message')
+  t.ok(
+    messages.every((m) => m.events.every((e, i) => e.seq === i + 1)),
+    'seq runs 1..n in every message',
+  )
   return messages.map(comparable)
 }
 
-const finals = (ts: readonly Transition[]) => new Set(ts.filter((tr) => ['DELIVERED', 'UNDELIVERABLE', 'EXPIRED', 'REJECTED', 'FAILED'].includes(tr.status)).map((tr) => tr.fingerprint))
-
+const finals = (ts: readonly Transition[]) =>
+  new Set(ts.filter((tr) => ['DELIVERED', 'UNDELIVERABLE', 'EXPIRED', 'REJECTED', 'FAILED'].includes(tr.status)).map((tr) => tr.fingerprint))
 
 /**
  * What no order can change: with a single final report, the status it sets, and `infobip` from one of
@@ -66,7 +80,8 @@ const finals = (ts: readonly Transition[]) => new Set(ts.filter((tr) => ['DELIVE
  */
 const sameFinal = (stored: ReturnType<typeof comparable>, model: ModelMessage, transitions: readonly Transition[]) =>
   finals(transitions).size !== 1 ||
-  (stored.status === model.status && transitions.some((tr) => tr.status === stored.status && JSON.stringify(sortKeys(tr.infobip)) === JSON.stringify(stored.infobip)))
+  (stored.status === model.status &&
+    transitions.some((tr) => tr.status === stored.status && JSON.stringify(sortKeys(tr.infobip)) === JSON.stringify(stored.infobip)))
 
 /** Nor the number of duplicates: every copy of a fingerprint after the first. */
 const duplicatesOf = (transitions: readonly Transition[]) => transitions.length - new Set(transitions.map((tr) => `${tr.id} ${tr.fingerprint}`)).size
@@ -76,7 +91,17 @@ const duplicatesOf = (transitions: readonly Transition[]) => transitions.length 
 
 const STATUS_OBJECTS = Object.values(STATUSES)
 const op = fc.oneof(
-  { weight: 8, arbitrary: fc.record({ kind: fc.constant('report' as const), msg: fc.nat(3), status: fc.nat(STATUS_OBJECTS.length - 1), doneAt: fc.nat(2), error: fc.nat(1), v2: fc.boolean() }) },
+  {
+    weight: 8,
+    arbitrary: fc.record({
+      kind: fc.constant('report' as const),
+      msg: fc.nat(3),
+      status: fc.nat(STATUS_OBJECTS.length - 1),
+      doneAt: fc.nat(2),
+      error: fc.nat(1),
+      v2: fc.boolean(),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('send' as const), msg: fc.nat(3) }) },
 )
 type Op = typeof op extends fc.Arbitrary<infer T> ? T : never
@@ -85,9 +110,17 @@ type Op = typeof op extends fc.Arbitrary<infer T> ? T : never
 function toTransitions(ops: Op[], ids: string[]): Transition[] {
   return ops.map((o) => {
     const id = ids[o.msg]!
-    if (o.kind === 'send') return { id, status: 'PENDING', source: 'send', infobipStatus: 'PENDING_ACCEPTED', infobip: { messageId: id, status: STATUSES.PENDING_ACCEPTED }, settlesSubmission: true }
+    if (o.kind === 'send')
+      return {
+        id,
+        status: 'PENDING',
+        source: 'send',
+        infobipStatus: 'PENDING_ACCEPTED',
+        infobip: { messageId: id, status: STATUSES.PENDING_ACCEPTED },
+        settlesSubmission: true,
+      }
     const build = o.v2 ? v2Report : v3Report
-    const parsed = parseReport(build(id, STATUS_OBJECTS[o.status]!, { doneAt: `2026-11-28T10:00:0${o.doneAt}.000+0000`, error: { id: o.error * 27 } }))
+    const parsed = parseReport(build(id, STATUS_OBJECTS[o.status], { doneAt: `2026-11-28T10:00:0${o.doneAt}.000+0000`, error: { id: o.error * 27 } }))
     if (parsed.kind !== 'transition') throw new Error(parsed.kind)
     return parsed.transition
   })
@@ -103,7 +136,9 @@ t.test('fast-check: the Lua script applied one by one equals the model, report b
       for (const tr of transitions) results.push((await store.transition([tr]))[0]!.result)
       const model = runModel(ids.slice(0, 3), transitions)
       const stored = ((await store.getMany(ids.slice(0, 3))) as Message[]).map(comparable)
-      return JSON.stringify(results) === JSON.stringify(model.results) && JSON.stringify(stored) === JSON.stringify([...model.messages.values()].map(comparable))
+      return (
+        JSON.stringify(results) === JSON.stringify(model.results) && JSON.stringify(stored) === JSON.stringify([...model.messages.values()].map(comparable))
+      )
     }),
     { numRuns: 200 },
   )
@@ -115,9 +150,12 @@ t.test('fast-check: applied by four connections at once, the state is one the mo
     fc.asyncProperty(fc.array(fc.tuple(op, fc.nat(3)), { minLength: 1, maxLength: 40 }), async (opsOnConnections) => {
       const ids = [newMessageId(), newMessageId(), newMessageId(), `unknown-${newMessageId()}`]
       await create(ids.slice(0, 3))
-      const transitions = toTransitions(opsOnConnections.map(([o]) => o), ids)
+      const transitions = toTransitions(
+        opsOnConnections.map(([o]) => o),
+        ids,
+      )
       const chunks = stores.map((_, c) => transitions.filter((_, i) => opsOnConnections[i]![1] === c))
-      const replies = (await Promise.all(chunks.map((chunk, c) => (chunk.length > 0 ? stores[c]!.transition(chunk) : [])))).flat()
+      const replies = (await Promise.all(chunks.map((chunk, c) => (chunk.length > 0 ? stores[c]!.transition(chunk) : Promise.resolve([]))))).flat()
       const model = runModel(ids.slice(0, 3), transitions)
       const stored = ((await store.getMany(ids.slice(0, 3))) as Message[]).map(comparable)
       const count = (rs: { result: string }[] | ModelResult[], r: string) => rs.filter((x) => (typeof x === 'string' ? x : x.result) === r).length
@@ -131,7 +169,14 @@ t.test('fast-check: applied by four connections at once, the state is one the mo
     {
       numRuns: 200,
       // Found by this property: copies of one final report in v3 and v2 shape on two connections.
-      examples: [[[[{ kind: 'report', msg: 1, status: 2, doneAt: 1, error: 0, v2: false }, 1], [{ kind: 'report', msg: 1, status: 2, doneAt: 1, error: 0, v2: true }, 0]]]],
+      examples: [
+        [
+          [
+            [{ kind: 'report', msg: 1, status: 2, doneAt: 1, error: 0, v2: false }, 1],
+            [{ kind: 'report', msg: 1, status: 2, doneAt: 1, error: 0, v2: true }, 0],
+          ],
+        ],
+      ],
     },
   )
   t.pass('200 random concurrent applications')
@@ -176,7 +221,11 @@ function reportSet(ids: string[], rand: () => number) {
     const build = i % 3 === 0 ? v2Report : v3Report
     const at = (s: number) => ({ doneAt: `2026-11-28T10:00:0${s}.000+0000` })
     const final = i % 5 === 0 ? otherFinals[i % 3]! : STATUSES.DELIVERED_TO_HANDSET
-    const reports: unknown[] = [build(id, STATUSES.PENDING_ENROUTE, at(1)), build(id, STATUSES.DELIVERED_TO_OPERATOR, at(2)), build(id, STATUSES.PENDING_ACCEPTED, at(4))]
+    const reports: unknown[] = [
+      build(id, STATUSES.PENDING_ENROUTE, at(1)),
+      build(id, STATUSES.DELIVERED_TO_OPERATOR, at(2)),
+      build(id, STATUSES.PENDING_ACCEPTED, at(4)),
+    ]
     if (i % 10 !== 9) reports.push(build(id, final, at(3)))
     if (i % 4 === 0) reports.push(build(id, final === STATUSES.DELIVERED_TO_HANDSET ? otherFinals[i % 3]! : STATUSES.DELIVERED_TO_HANDSET, at(5)))
     if (i % 20 === 0) reports.push({ messageId: id, status: { groupId: 9, id: 1 } })
@@ -191,19 +240,24 @@ async function applyByWorkers(jobs: unknown[][]): Promise<{ counts: ReportCounts
   const before = logged()
   const reports = jobs.reduce((n, j) => n + j.length, 0)
   await queue.addBulk(jobs.map((results) => ({ name: QUEUE.dlr, data: { body: JSON.stringify({ results }) }, opts: dlrJobOptions })))
-  const after = await waitFor(() => {
-    const now = logged()
-    const seen = Object.values(now.total).reduce((a, b) => a + b, 0) - Object.values(before.total).reduce((a, b) => a + b, 0)
-    return seen >= reports ? now : undefined
-  }, 30_000, `${reports} reports to be applied`)
+  const after = await waitFor(
+    () => {
+      const now = logged()
+      const seen = Object.values(now.total).reduce((a, b) => a + b, 0) - Object.values(before.total).reduce((a, b) => a + b, 0)
+      return seen >= reports ? now : undefined
+    },
+    30_000,
+    `${reports} reports to be applied`,
+  )
   const counts = Object.fromEntries(Object.entries(after.total).map(([k, v]) => [k, v - before.total[k as keyof ReportCounts]])) as ReportCounts
   return { counts, processes: after.perProcess.filter((n, i) => n > before.perProcess[i]!).length }
 }
 
-const transitionsOf = (reports: unknown[]) => reports.flatMap((r) => {
-  const parsed = parseReport(r)
-  return parsed.kind === 'transition' ? [parsed.transition] : []
-})
+const transitionsOf = (reports: unknown[]) =>
+  reports.flatMap((r) => {
+    const parsed = parseReport(r)
+    return parsed.kind === 'transition' ? [parsed.transition] : []
+  })
 
 t.test(`${WORKERS} worker processes, each message's reports in one job in a random order: equal to the sequential application`, async (t) => {
   await fc.assert(
@@ -238,7 +292,10 @@ t.test(`${WORKERS} worker processes, each message's reports in one job in a rand
 
       t.same(await snapshot(t, ids), sequential, `seed ${seed}: concurrent = sequential`)
       t.equal(counts.unmatched, unmatched.length)
-      t.equal(counts.applied, model.reduce((n, m) => n + m.events.length - 1, 0))
+      t.equal(
+        counts.applied,
+        model.reduce((n, m) => n + m.events.length - 1, 0),
+      )
       t.ok(processes >= 2, `${processes} processes shared the jobs`)
       return true
     }),
@@ -256,14 +313,24 @@ t.test(`${WORKERS} worker processes, all reports shuffled into jobs of 1–20, r
 
       const all = shuffle([...perMessage.flat(), ...unmatched], rand)
       const jobs: unknown[][] = []
-      for (let i = 0; i < all.length; ) {
+      for (let i = 0; i < all.length;) {
         const size = 1 + Math.floor(rand() * 20)
         jobs.push(all.slice(i, i + size))
         i += size
       }
       // The send worker records Infobip's answers while the reports are being applied.
-      const sends: Transition[] = ids.map((id) => ({ id, status: 'PENDING', source: 'send', infobipStatus: 'PENDING_ACCEPTED', infobip: { messageId: id, status: STATUSES.PENDING_ACCEPTED }, settlesSubmission: true }))
-      const [{ counts, processes }] = await Promise.all([applyByWorkers(jobs), ...stores.slice(1).map((s, k) => s.transition(sends.filter((_, i) => i % 3 === k)))])
+      const sends: Transition[] = ids.map((id) => ({
+        id,
+        status: 'PENDING',
+        source: 'send',
+        infobipStatus: 'PENDING_ACCEPTED',
+        infobip: { messageId: id, status: STATUSES.PENDING_ACCEPTED },
+        settlesSubmission: true,
+      }))
+      const [{ counts, processes }] = await Promise.all([
+        applyByWorkers(jobs),
+        ...stores.slice(1).map((s, k) => s.transition(sends.filter((_, i) => i % 3 === k))),
+      ])
 
       const stored = await snapshot(t, ids)
       let explained = 0
@@ -280,7 +347,11 @@ t.test(`${WORKERS} worker processes, all reports shuffled into jobs of 1–20, r
       const reports = transitionsOf(perMessage.flat())
       t.equal(counts.duplicate, duplicatesOf(reports), 'duplicates do not depend on the order')
       t.equal(counts.unmatched, unmatched.length)
-      t.equal(counts.applied, stored.reduce((n, s) => n + s.events.filter((e) => e.source === 'dlr').length, 0), 'one event per applied report')
+      t.equal(
+        counts.applied,
+        stored.reduce((n, s) => n + s.events.filter((e) => e.source === 'dlr').length, 0),
+        'one event per applied report',
+      )
       t.ok(processes >= 2, `${processes} processes shared the jobs`)
       return true
     }),
@@ -289,5 +360,8 @@ t.test(`${WORKERS} worker processes, all reports shuffled into jobs of 1–20, r
 })
 
 t.test('every worker process took part', async (t) => {
-  t.ok(logged().perProcess.every((n) => n > 0), `jobs per process: ${logged().perProcess.join(', ')}`)
+  t.ok(
+    logged().perProcess.every((n) => n > 0),
+    `jobs per process: ${logged().perProcess.join(', ')}`,
+  )
 })

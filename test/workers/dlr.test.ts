@@ -68,12 +68,22 @@ t.test("a report that arrives before the send worker's answer wins", async (t) =
   t.same(await apply(job([v2Report(id, STATUSES.EXPIRED_EXPIRED)])), { ...none, applied: 1 })
   // What the send worker records when Infobip's answer comes in afterwards.
   const [late] = await store.transition([
-    { id, status: 'PENDING', source: 'send', infobipStatus: 'PENDING_ACCEPTED', infobip: { messageId: id, status: STATUSES.PENDING_ACCEPTED }, settlesSubmission: true },
+    {
+      id,
+      status: 'PENDING',
+      source: 'send',
+      infobipStatus: 'PENDING_ACCEPTED',
+      infobip: { messageId: id, status: STATUSES.PENDING_ACCEPTED },
+      settlesSubmission: true,
+    },
   ])
   t.same(late, { result: 'ignored', current: 'EXPIRED' })
   const m = (await store.get(id))!
   t.equal(m.status, 'EXPIRED')
-  t.same(m.events.map((e) => e.status), ['QUEUED', 'EXPIRED'])
+  t.same(
+    m.events.map((e) => e.status),
+    ['QUEUED', 'EXPIRED'],
+  )
   t.equal(m.infobip!.status && (m.infobip!.status as { name: string }).name, 'EXPIRED_EXPIRED')
 })
 
@@ -83,12 +93,21 @@ t.test('unknown messageIds: counted, kept in the capped list, logged without num
   const counted: Partial<Record<ReportResult, number>> = {}
   const processor = makeDlrProcessor({ store, log: pino(loggerOptions('info'), stream), onResult: (r, n) => (counted[r] = (counted[r] ?? 0) + n) })
   const [known] = (await create()) as [string]
-  const strangers = Array.from({ length: 7 }, (_, i) => v3Report(`unknown-${i}`, STATUSES.DELIVERED_TO_HANDSET, { to: `4179302${String(i).padStart(4, '0')}`, text: 'secret text' }))
+  const strangers = Array.from({ length: 7 }, (_, i) =>
+    v3Report(`unknown-${i}`, STATUSES.DELIVERED_TO_HANDSET, { to: `4179302${String(i).padStart(4, '0')}`, text: 'secret text' }),
+  )
   t.same(await processor(job([...strangers, v3Report(known)])), { ...none, applied: 1, unmatched: 7 })
   t.same(counted, { applied: 1, unmatched: 7 })
 
   const kept = (await redis.lrange(store.keys.unmatched(), 0, -1)).map((r) => JSON.parse(r))
-  t.same(kept.slice(0, 7).map((r) => r.messageId).sort(), strangers.map((r) => r.messageId).sort(), 'kept whole, for inspection')
+  t.same(
+    kept
+      .slice(0, 7)
+      .map((r) => r.messageId)
+      .sort(),
+    strangers.map((r) => r.messageId).sort(),
+    'kept whole, for inspection',
+  )
   t.match(logs, /"msg":"delivery reports for unknown messages"/)
   t.match(logs, /"count":7/)
   t.match(logs, /"to":"\*\*\*\*\*\*\*0003"/, 'numbers are masked to their last four digits')

@@ -22,6 +22,11 @@ t.test('a message stored without its send job (API died between the writes) is e
   t.equal(await sweeper.sweep(), 0, 'it left the outbox')
 
   // Messages whose jobs were added normally leave the outbox at once: nothing to sweep.
-  await app.inject({ method: 'POST', url: '/messages', headers: { authorization: 'Bearer test-api-key-0123456789' }, payload: { to: '+41793026727', text: 'x' } })
+  await app.inject({
+    method: 'POST',
+    url: '/messages',
+    headers: { authorization: 'Bearer test-api-key-0123456789' },
+    payload: { to: '+41793026727', text: 'x' },
+  })
   t.equal(await sweeper.sweep(), 0)
 })

@@ -15,11 +15,19 @@ t.test('0009 (no report; only the logs know DELIVERED) ends DELIVERED through th
   t.teardown(() => workers.close())
   const res = await app.inject({ method: 'POST', url: '/messages', headers: AUTH, payload: { to: '+41793020009', text: 'quiet' } })
   const id = res.json().id as string
-  const m = await waitFor(async () => {
-    const m = await app.store.get(id)
-    return m?.status === 'DELIVERED' ? m : undefined
-  }, 20_000, 'DELIVERED')
-  t.match(m.events, [{ status: 'QUEUED' }, { status: 'PENDING', source: 'send' }, { status: 'DELIVERED', source: 'reconcile', infobipStatus: 'DELIVERED_TO_HANDSET' }])
+  const m = await waitFor(
+    async () => {
+      const m = await app.store.get(id)
+      return m?.status === 'DELIVERED' ? m : undefined
+    },
+    20_000,
+    'DELIVERED',
+  )
+  t.match(m.events, [
+    { status: 'QUEUED' },
+    { status: 'PENDING', source: 'send' },
+    { status: 'DELIVERED', source: 'reconcile', infobipStatus: 'DELIVERED_TO_HANDSET' },
+  ])
   t.match(m.infobip, { messageId: id, status: { groupId: 3, id: 5 } })
   t.equal(await app.redis.zscore(app.store.keys.open(), id), null, 'no longer open')
 })

@@ -25,10 +25,14 @@ async function system(t: Test, env: Record<string, string | number> = {}, infobi
   }
   const get = async (id: string) => (await app.store.get(id))!
   const until = (id: string, status: string, timeoutMs = 10_000) =>
-    waitFor(async () => {
-      const m = await get(id)
-      return m.status === status ? m : undefined
-    }, timeoutMs, `${id} to be ${status}`)
+    waitFor(
+      async () => {
+        const m = await get(id)
+        return m.status === status ? m : undefined
+      },
+      timeoutMs,
+      `${id} to be ${status}`,
+    )
   const simMessage = async (id: string) => (await fetch(`${sim!.url}/_sim/messages/${id}`)).json() as Promise<{ submissions: number; accepted: number }>
   return { app, config, sim, send, get, until, simMessage }
 }
@@ -39,7 +43,10 @@ t.test('accepted: PENDING with attempts and infobip.* recorded (v3 request as SP
   const m = await until(id, 'PENDING')
   t.equal(m.attempts, 1)
   t.match(m.infobip, { messageId: id, status: { groupId: 1, id: 26, name: 'PENDING_ACCEPTED' }, messageCount: 1 })
-  t.match(m.events, [{ status: 'QUEUED', source: 'api' }, { seq: 2, status: 'PENDING', source: 'send', infobipStatus: 'PENDING_ACCEPTED' }])
+  t.match(m.events, [
+    { status: 'QUEUED', source: 'api' },
+    { seq: 2, status: 'PENDING', source: 'send', infobipStatus: 'PENDING_ACCEPTED' },
+  ])
   t.match(await simMessage(id), { submissions: 1, accepted: 1 })
 })
 
@@ -118,7 +125,12 @@ t.test('a per-destination REJECTED answer ends REJECTED; REJECTED_SYSTEM_ERROR i
         seen.set(d!.messageId, calls)
         const rejected = d!.to.endsWith('1111') || (d!.to.endsWith('2222') && calls === 1)
         const status = rejected
-          ? { groupId: 5, groupName: 'REJECTED', id: d!.to.endsWith('1111') ? 12 : 21, name: d!.to.endsWith('1111') ? 'REJECTED_NOT_ENOUGH_CREDITS' : 'REJECTED_SYSTEM_ERROR' }
+          ? {
+              groupId: 5,
+              groupName: 'REJECTED',
+              id: d!.to.endsWith('1111') ? 12 : 21,
+              name: d!.to.endsWith('1111') ? 'REJECTED_NOT_ENOUGH_CREDITS' : 'REJECTED_SYSTEM_ERROR',
+            }
           : { groupId: 1, groupName: 'PENDING', id: 26, name: 'PENDING_ACCEPTED' }
         return { messageId: d!.messageId, destination: d!.to, status }
       })
@@ -177,7 +189,10 @@ t.test('a second job for a message another job is submitting leaves it to that j
 t.test('SEND_RATE_LIMIT_PER_SECOND caps submissions across worker processes', async (t) => {
   const { app, sim, config, get } = await system(t, { SEND_RATE_LIMIT_PER_SECOND: 10 })
   // A second worker process on the same queue shares the budget.
-  const other = spawnWorker(t, testEnv('send', { KEY_PREFIX: config.KEY_PREFIX, INFOBIP_BASE_URL: sim!.url, WORKER_QUEUES: 'send', SEND_RATE_LIMIT_PER_SECOND: 10, LOG_LEVEL: 'info' }))
+  const other = spawnWorker(
+    t,
+    testEnv('send', { KEY_PREFIX: config.KEY_PREFIX, INFOBIP_BASE_URL: sim!.url, WORKER_QUEUES: 'send', SEND_RATE_LIMIT_PER_SECOND: 10, LOG_LEVEL: 'info' }),
+  )
   await workerReady(other)
   const started = Date.now()
   const ids: string[] = []
@@ -196,10 +211,10 @@ t.test('SEND_RATE_LIMIT_PER_SECOND caps submissions across worker processes', as
   for (let from = 0; from < counts.length; from++) {
     for (let to = from; to < counts.length; to++) {
       const span = counts.slice(from, to + 1).reduce((a, b) => a + b, 0)
-      if (span > (to - from + 2) * 10) t.fail(`${span} accepted in ${to - from + 1} s: ${counts}`)
+      if (span > (to - from + 2) * 10) t.fail(`${span} accepted in ${to - from + 1} s: ${counts.join(',')}`)
     }
   }
-  t.ok(counts.length >= 2, `accepted per second: ${counts}`)
+  t.ok(counts.length >= 2, `accepted per second: ${counts.join(',')}`)
 })
 
 t.test('a worker killed after Infobip accepted a message: the message is not submitted twice', async (t) => {
@@ -220,10 +235,14 @@ t.test('a worker killed after Infobip accepted a message: the message is not sub
 
   const second = spawnWorker(t, env)
   await workerReady(second)
-  const m = await waitFor(async () => {
-    const m = await app.store.get(id)
-    return m && m.status !== 'QUEUED' ? m : undefined
-  }, 20_000, "PENDING or beyond after the restart").catch(async (error) => {
+  const m = await waitFor(
+    async () => {
+      const m = await app.store.get(id)
+      return m && m.status !== 'QUEUED' ? m : undefined
+    },
+    20_000,
+    'PENDING or beyond after the restart',
+  ).catch(async (error) => {
     t.comment((second as unknown as { output: string }).output)
     t.comment(JSON.stringify(await app.store.get(id)))
     throw error
