@@ -7,7 +7,8 @@ import { analyzeText, MAX_SEGMENTS } from './domain/segments.js'
 import { FieldError, HttpError } from './errors.js'
 import type { GroupCommit } from './group-commit.js'
 import type { NewMessageBody } from './schemas/messages.js'
-import type { Message, MessageStore, NewMessage } from './store/message-store.js'
+import type { MessageStore } from './store/message-store.js'
+import type { Message, NewMessage } from './domain/message.js'
 
 const MAX_SCHEDULE_MS = 180 * 24 * 60 * 60 * 1000
 /**
@@ -91,7 +92,7 @@ async function releaseKey(store: MessageStore, idempotency: Idempotency): Promis
 }
 
 /**
- * Callback URLs must be signed (a secret is configured) and point to public addresses (SPEC §4).
+ * Callback URLs must be signed (a secret is configured) and point to public addresses (docs/api.md).
  * Each distinct host is resolved once per request.
  */
 async function checkCallbackUrls(bodies: NewMessageBody[], fieldPrefix: (i: number) => string, config: Config): Promise<void> {

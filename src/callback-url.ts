@@ -4,7 +4,7 @@ import { lookup as lookupCallback } from 'node:dns'
 import ipaddr from 'ipaddr.js'
 
 /**
- * SSRF protection for client callback URLs (SPEC §4, §6): a host that is, or resolves to, a
+ * SSRF protection for client callback URLs (docs/api.md#send-one-message, docs/statuses.md#client-callbacks): a host that is, or resolves to, a
  * loopback, private, link-local, unique-local, carrier-grade NAT, unspecified or cloud-metadata
  * address is refused. Checked when a message is accepted, and again at every connection through
  * `guardedLookup`, so that a DNS answer that changes in between (rebinding) is caught too.

@@ -2,9 +2,9 @@ import type { JobsOptions } from 'bullmq'
 import type { Config } from './config.js'
 import type { Status } from './domain/status.js'
 import { isFinal } from './domain/status.js'
-import type { Transition, TransitionResult } from './store/message-store.js'
+import type { Transition, TransitionResult } from './domain/message.js'
 
-/** The JSON a client's callbackUrl receives for one status change (SPEC §6). */
+/** The JSON a client's callbackUrl receives for one status change (docs/statuses.md#client-callbacks). */
 export interface CallbackPayload {
   eventId: string
   messageId: string

@@ -28,6 +28,7 @@ export const ConfigSchema = Type.Object({
   SEND_RATE_LIMIT_PER_SECOND: Int(0, 0),
   INFOBIP_TIMEOUT_MS: Int(10_000, 1),
   DLR_CONCURRENCY: Int(4, 1, 1000),
+  CALLBACK_CONCURRENCY: Int(50, 1, 10_000),
   JOB_LOCK_MS: Int(30_000, 1000),
   CALLBACK_SIGNING_SECRET: Type.Optional(Type.String({ pattern: '^whsec_' })),
   RATE_LIMIT_PER_MINUTE: Int(6000, 1),
@@ -40,7 +41,10 @@ export const ConfigSchema = Type.Object({
   BULL_BOARD_USER: Type.Optional(Type.String({ minLength: 1 })),
   BULL_BOARD_PASSWORD: Type.Optional(Type.String({ minLength: 1 })),
   BULL_BOARD_READ_ONLY: Type.Boolean({ default: true }),
-  WORKER_QUEUES: Type.String({ default: 'send,dlr,callback', pattern: '^(send|dlr|callback)(,(send|dlr|callback))*$' }),
+  WORKER_QUEUES: Type.String({
+    default: 'send,dlr,callback,outbox,reconcile',
+    pattern: '^(send|dlr|callback|outbox|reconcile)(,(send|dlr|callback|outbox|reconcile))*$',
+  }),
   LOG_LEVEL: Type.Union(
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
     { default: 'info' },
@@ -50,6 +54,7 @@ export const ConfigSchema = Type.Object({
   SIM_DLR_DELAY_MS: Int(200, 0),
   SIM_FAILURE_RATE: Type.Number({ default: 0, minimum: 0, maximum: 1 }),
   SIM_RATE_LIMIT_PER_SECOND: Int(0, 0),
+  SIM_LOGS_LAG_MS: Int(0, 0),
 })
 
 export type Config = Static<typeof ConfigSchema>

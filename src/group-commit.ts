@@ -1,7 +1,8 @@
 import type { Queue } from 'bullmq'
 import type { Config } from './config.js'
-import { SEND_BATCH_SIZE, sendJobOptions, type SendJob } from './queues.js'
-import type { Message, MessageStore, NewMessage } from './store/message-store.js'
+import { sendJobOptions, type SendJob } from './queues.js'
+import type { MessageStore } from './store/message-store.js'
+import { inBatches, type Message, type NewMessage } from './domain/message.js'
 
 /** A group is written at once when it reaches this many messages, rather than at the end of the turn. */
 const MAX_GROUP = 1000
@@ -87,7 +88,7 @@ async function commit(store: MessageStore, queue: Queue<SendJob>, config: Config
   }
   // Awaited so that no write of a request follows its answer; a failure is harmless (the outbox
   // sweeper finds jobs that exist), so it does not fail the request.
-  await store.enqueued(ids).catch(() => {})
+  await store.removeFromOutbox(ids).catch(() => {})
   return stored
 }
 
@@ -104,8 +105,8 @@ export function sendJobs(messages: Message[], config: Config) {
   return [...groups].flatMap(([sendAt, group]) => {
     const delay = sendAt ? Math.max(0, Date.parse(sendAt) - now) : 0
     const jobs = []
-    for (let i = 0; i < group.length; i += SEND_BATCH_SIZE) {
-      const ids = group.slice(i, i + SEND_BATCH_SIZE).map((m) => m.id)
+    for (const batch of inBatches(group)) {
+      const ids = batch.map((m) => m.id)
       jobs.push({ name: 'send', data: { ids }, opts: { ...options, jobId: ids[0]!, ...(delay > 0 ? { delay } : {}) } })
     }
     return jobs

@@ -2,7 +2,7 @@ import { pino, type Logger, type LoggerOptions } from 'pino'
 import { maskPhone } from './domain/phone.js'
 
 /**
- * Paths that never reach a log line in clear (SPEC §4): credentials, the DLR token, message text.
+ * Paths that never reach a log line in clear (docs/operations.md#logs): credentials, the DLR token, message text.
  * Phone numbers are masked to their last four digits instead of removed.
  */
 export const REDACT_PATHS = [

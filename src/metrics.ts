@@ -1,18 +1,16 @@
 import type { Redis } from 'ioredis'
 import { isFinal, STATUS, type Status } from './domain/status.js'
+import { SUBMISSION_OUTCOMES } from './domain/submission.js'
 import { makeKeys } from './store/keys.js'
-import type { Transition, TransitionResult } from './store/message-store.js'
+import type { Transition, TransitionResult } from './domain/message.js'
 
 /**
- * The metrics that every process contributes to (SPEC §4) and how they are shared. API and worker
+ * The metrics that every process contributes to (docs/operations.md#metrics) and how they are shared. API and worker
  * processes are separate, yet a scrape of any API process must show what the workers counted: so
  * each process adds its increments, every second, to one Redis hash, and `/metrics` reads that hash
  * at scrape time (src/plugins/metrics.ts). Per-process metrics (HTTP latency, process stats) stay in
  * the process's own prom-client registry. No prom-client here: processors only get plain functions.
  */
-
-export const SUBMISSION_OUTCOMES = ['accepted', 'rejected', 'http_4xx', 'http_429', 'http_5xx', 'network'] as const
-export type SubmissionOutcome = (typeof SUBMISSION_OUTCOMES)[number]
 
 export const REPORT_RESULTS = ['applied', 'duplicate', 'ignored', 'unmatched', 'invalid'] as const
 
@@ -59,9 +57,6 @@ export type LabelsOf<N extends keyof Catalogue> = {
 }
 export type Labels = Record<string, string>
 
-/** The hash every process adds its increments to. */
-export const sharedMetricsKey = (prefix: string): string => `${prefix}:metrics`
-
 interface Log {
   warn(obj: object, msg: string): void
 }
@@ -87,7 +82,7 @@ export class SharedMetrics {
 
   constructor(redis: Redis, prefix: string, log: Log, flushEveryMs = 1000) {
     this.#redis = redis
-    this.#key = sharedMetricsKey(prefix)
+    this.#key = makeKeys(prefix).metrics()
     this.#log = log
     this.#timer = setInterval(() => void this.flush(), flushEveryMs)
     this.#timer.unref()
@@ -200,7 +195,8 @@ export interface Series {
  * as a plain number under `keys.stale()` (absent = 0). Both commands go out together.
  */
 export async function readSharedMetrics(redis: Redis, prefix: string): Promise<{ series: Series[]; stale: number }> {
-  const [hash, stale] = await Promise.all([redis.hgetall(sharedMetricsKey(prefix)), redis.get(makeKeys(prefix).stale())])
+  const keys = makeKeys(prefix)
+  const [hash, stale] = await Promise.all([redis.hgetall(keys.metrics()), redis.get(keys.stale())])
   const series = Object.entries(hash).flatMap(([field, value]) => {
     const parsed = parseField(field)
     return parsed ? [{ ...parsed, value: Number(value) }] : []

@@ -4,14 +4,12 @@ import type { Config } from './config.js'
 export const QUEUE = { send: 'send', dlr: 'dlr', callback: 'callback', reconcile: 'reconcile' } as const
 export type QueueName = (typeof QUEUE)[keyof typeof QUEUE]
 
-/** A send job names up to 100 messages created together; Infobip gets them in one request. */
+/** A send job names up to BATCH_SIZE messages created together; Infobip gets them in one request. */
 export interface SendJob {
   ids: string[]
 }
 
-export const SEND_BATCH_SIZE = 100
-
-/** Attempts and full-jitter exponential backoff for Infobip submissions (SPEC §7). */
+/** Attempts and full-jitter exponential backoff for Infobip submissions (docs/infobip.md). */
 export function sendJobOptions(config: Config): JobsOptions {
   return {
     attempts: config.SEND_MAX_ATTEMPTS,
@@ -22,16 +20,15 @@ export function sendJobOptions(config: Config): JobsOptions {
 }
 
 /**
- * A dlr job is one POST to /infobip-dlr: its body exactly as Infobip sent it (SPEC §1: the raw batch
- * is stored), so the API does not serialise the reports again. Jobs stored by earlier versions hold
- * the parsed `results` instead.
+ * A dlr job is one POST to /infobip-dlr: its body exactly as Infobip sent it (the raw batch is what
+ * is stored), so the API does not serialise the reports again.
  */
-export type DlrJob = { body: string } | { results: unknown[] }
+export interface DlrJob {
+  body: string
+}
 
 /** The reports of a dlr job; the API checked that its body is JSON with a `results` array. */
-export function dlrResults(job: DlrJob): unknown[] {
-  return 'body' in job ? (JSON.parse(job.body) as { results: unknown[] }).results : job.results
-}
+export const dlrResults = (job: DlrJob): unknown[] => (JSON.parse(job.body) as { results: unknown[] }).results
 
 /** Applying reports is idempotent (fingerprints), so a failed attempt is simply run again. */
 export const dlrJobOptions: JobsOptions = {

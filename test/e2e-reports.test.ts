@@ -1,5 +1,5 @@
 import t from 'tap'
-import type { Message } from '../src/store/message-store.js'
+import type { Message } from '../src/domain/message.js'
 import { AUTH, startSystem, waitFor } from './helpers/index.js'
 
 /**
@@ -68,7 +68,7 @@ for (const api of ['v3', 'v2'] as const) {
       const m = res.json<Message>()
       t.equal(m.status, outcome.status, `${outcome.to}: ${outcome.status}`)
       t.ok(m.final)
-      // The send worker's PENDING comes second unless a report beat it there (SPEC §5 rule 4).
+      // The send worker's PENDING comes second unless a report beat it there (docs/statuses.md#transition-rules).
       const fromSend = m.events.filter((e) => e.source === 'send')
       t.ok(
         fromSend.length === 0 || (m.events[1]!.source === 'send' && m.events[1]!.status === 'PENDING' && fromSend.length === 1),

@@ -5,10 +5,10 @@ import { pino } from 'pino'
 import t, { type Test } from 'tap'
 import { buildApp } from '../src/app.js'
 import type { Config } from '../src/config.js'
-import { SharedMetrics, sharedMetricsKey } from '../src/metrics.js'
+import { SharedMetrics } from '../src/metrics.js'
 import { createRedis } from '../src/redis.js'
 import { makeKeys } from '../src/store/keys.js'
-import type { Message } from '../src/store/message-store.js'
+import type { Message } from '../src/domain/message.js'
 import { startWorkers } from '../workers/start.js'
 import { AUTH, buildTestApp, cleanup, REDIS_URL, startSystem, testConfig, waitFor } from './helpers/index.js'
 
@@ -258,7 +258,7 @@ t.test('SharedMetrics: a failed flush keeps the increments for the next one; clo
   await waitFor(() => redis.status === 'ready', 5000, 'redis to connect')
   metrics.inc('sms_reports_total', { result: 'applied' })
   await metrics.close()
-  t.same(await redis.hgetall(sharedMetricsKey(config.KEY_PREFIX)), {
+  t.same(await redis.hgetall(makeKeys(config.KEY_PREFIX).metrics()), {
     'sms_reports_total{result="applied"}': '3',
     'sms_submit_to_final_seconds_bucket{le="2.5"}': '1',
     'sms_submit_to_final_seconds_bucket{le="5"}': '1',
@@ -287,7 +287,7 @@ t.test('the API flushes its counts when it closes', async (t) => {
   await app.close()
   const redis = new Redis(REDIS_URL)
   t.teardown(() => redis.disconnect())
-  t.match(await redis.hgetall(sharedMetricsKey(config.KEY_PREFIX)), { sms_messages_created_total: '1', 'sms_status_transitions_total{status="QUEUED"}': '1' })
+  t.match(await redis.hgetall(makeKeys(config.KEY_PREFIX).metrics()), { sms_messages_created_total: '1', 'sms_status_transitions_total{status="QUEUED"}': '1' })
 })
 
 t.test('/metrics is in the OpenAPI document under operations', async (t) => {

@@ -23,7 +23,7 @@ import {
   workerReady,
 } from './helpers/index.js'
 
-/** Graceful shutdown (SPEC §4, STYLE 13), with SIGTERM sent to real processes. */
+/** Graceful shutdown (docs/operations.md#processes), with SIGTERM sent to real processes. */
 
 type Spawned = ChildProcess & { output: string }
 

@@ -3,10 +3,11 @@ import type { Logger } from 'pino'
 import { maskPhone } from '../src/domain/phone.js'
 import { parseBatch } from '../src/domain/reports.js'
 import { dlrResults, type DlrJob } from '../src/queues.js'
-import type { MessageStore, Transition } from '../src/store/message-store.js'
+import type { MessageStore } from '../src/store/message-store.js'
+import type { Transition } from '../src/domain/message.js'
 import type { ApplyTransitions } from './transitions.js'
 
-/** The `result` label of `sms_reports_total` (SPEC §4). */
+/** The `result` label of `sms_reports_total` (docs/operations.md#metrics). */
 export type ReportResult = 'applied' | 'duplicate' | 'ignored' | 'unmatched' | 'invalid'
 export type ReportCounts = Record<ReportResult, number>
 
@@ -23,7 +24,7 @@ const LOGGED_UNMATCHED = 5
 
 /**
  * The dlr processor: parses one POST's reports and applies them all through the transition script in
- * one pipeline (SPEC §5), so a batch costs the same few round trips whatever its size. Reports of
+ * one pipeline (docs/statuses.md), so a batch costs the same few round trips whatever its size. Reports of
  * unknown messages are kept in a capped list. Applying a job twice is harmless: every report is
  * fingerprinted, so a retried job only finds duplicates.
  */
@@ -43,7 +44,7 @@ export function makeDlrProcessor(deps: DlrDeps) {
         {
           jobId: job.id,
           count: unmatched.length,
-          // Only our ids and the last four digits: no number, no text (SPEC §5 rule 6).
+          // Only our ids and the last four digits: no number, no text (docs/statuses.md#transition-rules).
           sample: unmatched.slice(0, LOGGED_UNMATCHED).map((r) => ({ messageId: r.messageId, to: typeof r.to === 'string' ? maskPhone(r.to) : undefined })),
         },
         'delivery reports for unknown messages',

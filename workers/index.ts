@@ -1,13 +1,13 @@
 import closeWithGrace from 'close-with-grace'
 import { loadConfigOrExit, REQUIRED } from '../src/config.js'
 import { createLogger } from '../src/logger.js'
-import { startWorkers, type RunningWorkers } from './start.js'
+import { startWorkers, type Running } from './start.js'
 
 /** `npm run worker`: the workers named in WORKER_QUEUES, until SIGTERM or SIGINT. */
 async function main() {
   const config = loadConfigOrExit(process.env, REQUIRED.worker)
   const log = createLogger(config.LOG_LEVEL, 'worker')
-  let running: RunningWorkers
+  let running: Running
   try {
     running = await startWorkers(config, log)
   } catch (error) {

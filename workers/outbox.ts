@@ -29,7 +29,7 @@ export function startOutboxSweeper(
     if (ids.length === 0) return 0
     const messages = (await store.getMany(ids)).filter((m) => m !== undefined)
     if (messages.length > 0) await queue.addBulk(sendJobs(messages, config))
-    await store.enqueued(ids)
+    await store.removeFromOutbox(ids)
     log.warn({ count: messages.length }, 'enqueued messages whose send jobs were missing')
     return messages.length
   }

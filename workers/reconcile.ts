@@ -1,7 +1,8 @@
 import type { Logger } from 'pino'
 import { parseReport } from '../src/domain/reports.js'
 import type { InfobipClient } from '../src/infobip/client.js'
-import type { MessageStore, Transition, TransitionResult } from '../src/store/message-store.js'
+import type { MessageStore } from '../src/store/message-store.js'
+import type { Transition, TransitionResult } from '../src/domain/message.js'
 
 /** Infobip's logs keep messages for 48 hours; after that a message can no longer be looked up. */
 export const LOGS_RETENTION_MS = 48 * 60 * 60 * 1000

@@ -1,6 +1,7 @@
 import type { JobsOptions, Queue } from 'bullmq'
 import { callbackJobs, type CallbackJob } from '../src/callbacks.js'
-import type { MessageStore, Transition, TransitionResult } from '../src/store/message-store.js'
+import type { MessageStore } from '../src/store/message-store.js'
+import type { Transition, TransitionResult } from '../src/domain/message.js'
 
 export type ApplyTransitions = (transitions: Transition[]) => Promise<TransitionResult[]>
 

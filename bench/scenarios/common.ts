@@ -3,7 +3,8 @@ import type { Redis } from 'ioredis'
 import { newMessageId } from '../../src/accept-messages.js'
 import { parseBatch } from '../../src/domain/reports.js'
 import { STATUSES } from '../../src/simulator/outcomes.js'
-import type { MessageStore, NewMessage, Transition } from '../../src/store/message-store.js'
+import type { MessageStore } from '../../src/store/message-store.js'
+import type { NewMessage, Transition } from '../../src/domain/message.js'
 import { deliveredReports, failures, fire, TEXT, type LoadResult } from '../load.js'
 import { cpuMeter, describeCpu, type Child, type CpuUse } from '../processes.js'
 import { redisCpuSeconds } from '../redis.js'
@@ -110,7 +111,7 @@ export async function storeMessages(store: MessageStore, count: number): Promise
   }))
   await inChunks(messages, async (chunk) => {
     await store.create(chunk)
-    await store.enqueued(chunk.map((m) => m.id))
+    await store.removeFromOutbox(chunk.map((m) => m.id))
   })
   return messages.map((m) => m.id)
 }

@@ -1,10 +1,10 @@
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { DeliveryReport } from '../schemas/infobip.js'
-import type { Transition } from '../store/message-store.js'
+import type { Transition } from '../domain/message.js'
 import { statusFromInfobip } from './status.js'
 
 /**
- * Delivery reports → status transitions (SPEC §5). Pure: the dlr worker applies what this returns.
+ * Delivery reports → status transitions (docs/statuses.md). Pure: the dlr worker applies what this returns.
  */
 
 const checkReport = TypeCompiler.Compile(DeliveryReport)
@@ -40,7 +40,7 @@ export function parseReport(raw: unknown): ParsedReport {
 }
 
 /**
- * SPEC §5 rule 2: the same messageId, status.id, error.id and doneAt make a duplicate. Fingerprints
+ * docs/statuses.md#transition-rules: the same messageId, status.id, error.id and doneAt make a duplicate. Fingerprints
  * are kept per message, so the messageId is not part of one.
  */
 export const fingerprint = (statusId?: number | null, errorId?: number | null, doneAt?: string | null): string =>

@@ -1,5 +1,5 @@
 /**
- * How many SMS segments a text costs (SPEC §4: more than MAX_SEGMENTS → 400). Runs on every API
+ * How many SMS segments a text costs (docs/api.md#send-one-message: more than MAX_SEGMENTS → 400). Runs on every API
  * request, so it is one loop over char codes against a table built once at start-up.
  */
 

@@ -1,7 +1,7 @@
-import { Type } from '@sinclair/typebox'
+import { Type, type Static } from '@sinclair/typebox'
 
 /**
- * The statuses of a message (SPEC §5). A status change is applied only when its rank is higher than
+ * The statuses of a message (docs/statuses.md). A status change is applied only when its rank is higher than
  * the current one, so a final status (rank 3) is never replaced.
  */
 export const STATUS = {
@@ -34,7 +34,8 @@ export const FINAL_RANK = 3
 export const isFinal = (status: Status): boolean => RANK[status] === FINAL_RANK
 
 /** Where a status change came from; recorded on every event. */
-export type EventSource = 'api' | 'send' | 'dlr' | 'reconcile'
+export const EventSourceSchema = Type.Union([Type.Literal('api'), Type.Literal('send'), Type.Literal('dlr'), Type.Literal('reconcile')])
+export type EventSource = Static<typeof EventSourceSchema>
 
 /** An Infobip status object as it appears in send answers, reports and logs. Every field is optional. */
 export interface InfobipStatus {

@@ -1,15 +1,8 @@
 import { Pool } from 'undici'
 import type { Config } from '../config.js'
 import { dlrUrl } from '../config.js'
-import { errorText, parseSendAnswer, retryAfterMs, v2Body, v3Body, type DestinationResult, type InfobipReport, type Submission } from './requests.js'
-
-/** What became of one submission request. Only `network` leaves the outcome unknown. */
-export type SubmitOutcome =
-  | { kind: 'accepted'; bulkId?: string; results: DestinationResult[] }
-  | { kind: 'rate_limited'; retryAfterMs?: number; detail: string }
-  | { kind: 'client_error'; status: number; detail: string }
-  | { kind: 'server_error'; status: number; detail: string }
-  | { kind: 'network'; detail: string }
+import { classifySendAnswer, errorText, v2Body, v3Body, type InfobipReport, type SubmitOutcome } from './requests.js'
+import type { Submission } from '../domain/message.js'
 
 /** Infobip's logs API takes at most 2,048 characters of comma-separated ids per call. */
 const LOGS_IDS_MAX_CHARS = 2048
@@ -20,7 +13,7 @@ export class InfobipLookupError extends Error {
 }
 
 /**
- * The Infobip HTTP client (SPEC §7): v3 `/sms/3/messages` or v2 `/sms/2/text/advanced` to send,
+ * The Infobip HTTP client (docs/infobip.md): v3 `/sms/3/messages` or v2 `/sms/2/text/advanced` to send,
  * `/sms/3/logs` to look messages up. Keeps a pool of keep-alive connections to the account's base URL.
  */
 export class InfobipClient {
@@ -51,14 +44,7 @@ export class InfobipClient {
     } catch (error) {
       return { kind: 'network', detail: (error as Error).message }
     }
-    const { status, headers, json } = response
-    if (status >= 200 && status < 300) return { kind: 'accepted', ...parseSendAnswer(json) }
-    if (status === 429) {
-      const wait = retryAfterMs(headers['retry-after'])
-      return { kind: 'rate_limited', ...(wait !== undefined ? { retryAfterMs: wait } : {}), detail: errorText(json) }
-    }
-    if (status >= 400 && status < 500) return { kind: 'client_error', status, detail: errorText(json) }
-    return { kind: 'server_error', status, detail: errorText(json) }
+    return classifySendAnswer(response.status, response.headers, response.json)
   }
 
   /**

@@ -1,13 +1,5 @@
+import type { Submission } from '../domain/message.js'
 import type { InfobipError, InfobipStatus } from '../domain/status.js'
-
-/** One message as the send worker hands it to Infobip. */
-export interface Submission {
-  id: string
-  to: string
-  from: string
-  text: string
-  validityPeriodMinutes?: number | undefined
-}
 
 export interface WebhookTarget {
   /** `PUBLIC_BASE_URL/infobip-dlr?token=…` */
@@ -41,7 +33,7 @@ export interface InfobipReport {
   [field: string]: unknown
 }
 
-/** `POST /sms/3/messages` body (SPEC §7): our id is the destination's messageId. */
+/** `POST /sms/3/messages` body (docs/infobip.md): our id is the destination's messageId. */
 export function v3Body(messages: Submission[], webhook: WebhookTarget): unknown {
   return {
     messages: messages.map((m) => ({
@@ -55,6 +47,8 @@ export function v3Body(messages: Submission[], webhook: WebhookTarget): unknown 
       },
       ...(m.validityPeriodMinutes ? { options: { validityPeriod: { amount: m.validityPeriodMinutes, timeUnit: 'MINUTES' } } } : {}),
     })),
+    // Without it the answer leaves out how many parts each message costs.
+    options: { includeSmsCountInResponse: true },
   }
 }
 
@@ -71,6 +65,25 @@ export function v2Body(messages: Submission[], webhook: WebhookTarget): unknown 
       ...(m.validityPeriodMinutes ? { validityPeriod: m.validityPeriodMinutes } : {}),
     })),
   }
+}
+
+/** What became of one submission request. `network` leaves the outcome unknown. */
+export type SubmitOutcome =
+  | { kind: 'accepted'; bulkId?: string; results: DestinationResult[] }
+  | { kind: 'rate_limited'; retryAfterMs?: number; detail: string }
+  | { kind: 'client_error'; status: number; detail: string }
+  | { kind: 'server_error'; status: number; detail: string }
+  | { kind: 'network'; detail: string }
+
+/** Classifies an HTTP answer of the send API. */
+export function classifySendAnswer(status: number, headers: Record<string, string | string[] | undefined>, json: unknown): SubmitOutcome {
+  if (status >= 200 && status < 300) return { kind: 'accepted', ...parseSendAnswer(json) }
+  if (status === 429) {
+    const wait = retryAfterMs(headers['retry-after'])
+    return { kind: 'rate_limited', ...(wait !== undefined ? { retryAfterMs: wait } : {}), detail: errorText(json) }
+  }
+  if (status >= 400 && status < 500) return { kind: 'client_error', status, detail: errorText(json) }
+  return { kind: 'server_error', status, detail: errorText(json) }
 }
 
 /** Reads the per-destination results of a 200 answer, v2 (`to`, `smsCount`) or v3 (`destination`, `details`). */

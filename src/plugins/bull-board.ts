@@ -39,7 +39,7 @@ const PHONE_FIELDS = new Set(['to', 'destination', 'from'])
 const DROPPED_FIELDS = new Set(['text'])
 
 /**
- * Bull Board at `/admin/queues` over every queue (SPEC §4), behind HTTP Basic auth. Not mounted at
+ * Bull Board at `/admin/queues` over every queue (docs/operations.md#dashboard), behind HTTP Basic auth. Not mounted at
  * all unless both BULL_BOARD_USER and BULL_BOARD_PASSWORD are set. Read-only unless
  * BULL_BOARD_READ_ONLY=false. Job data and return values are shown without message text and with
  * phone numbers cut to their last four digits: a dlr job holds Infobip's raw reports.

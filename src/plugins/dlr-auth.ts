@@ -8,20 +8,20 @@ import { matchSecret } from './auth.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** onRequest hook of `/infobip-dlr`: DLR_ALLOWED_IPS (403), then DLR_WEBHOOK_TOKEN (401). */
-    verifyWebhook: (request: FastifyRequest) => Promise<void>
+    /** onRequest hook of the routes Infobip calls (`/infobip-dlr`): DLR_ALLOWED_IPS (403), then DLR_WEBHOOK_TOKEN (401). */
+    authenticateInfobip: (request: FastifyRequest) => Promise<void>
   }
 }
 
 /**
  * Infobip can carry a secret only in the URL, in a static header of a subscription profile, or as
- * HTTP Basic credentials (infobip.md §5), so the token is accepted in any of the three places.
+ * HTTP Basic credentials (docs/infobip.md#webhook-security), so the token is accepted in any of the three places.
  */
 export default fp(
   async function dlrAuthPlugin(app, { config }: { config: Config }) {
     const token = config.DLR_WEBHOOK_TOKEN ? [createHash('sha256').update(config.DLR_WEBHOOK_TOKEN).digest()] : []
     const allowed = allowList(config.DLR_ALLOWED_IPS)
-    app.decorate('verifyWebhook', async (request: FastifyRequest) => {
+    app.decorate('authenticateInfobip', async (request: FastifyRequest) => {
       if (allowed && !allowed.check(request.ip, isIP(request.ip) === 6 ? 'ipv6' : 'ipv4')) {
         throw new HttpError(403, 'Source address not allowed (DLR_ALLOWED_IPS)', 'FORBIDDEN')
       }

@@ -14,7 +14,7 @@ declare module 'fastify' {
 const HTTP_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 
 /**
- * `GET /metrics` (SPEC §4) from a registry of this app's own, so that several apps can live in one
+ * `GET /metrics` (docs/operations.md#metrics) from a registry of this app's own, so that several apps can live in one
  * process (tests). Process metrics and `http_request_duration_seconds` are this process's; the
  * `sms_*` counters and the submit-to-final histogram are read from Redis at scrape time, where every
  * API and worker process adds its increments, so any API process shows the whole service. The

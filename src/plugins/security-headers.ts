@@ -15,7 +15,7 @@ function helmetHeaders(): Record<string, string> {
 }
 
 /**
- * Helmet's security headers on every route (SPEC §4). `@fastify/helmet` builds helmet's middleware
+ * Helmet's security headers on every route (docs/api.md#security-headers). `@fastify/helmet` builds helmet's middleware
  * anew for every request, which took 7% of the API's CPU under load; with no per-request option
  * (no CSP nonces) the headers depend only on the configuration, so they are recorded once and set
  * with `reply.headers()`. Routes with their own helmet configuration (the dashboard's CSP) still

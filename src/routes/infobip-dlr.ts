@@ -30,7 +30,7 @@ function deeperThan(value: unknown, limit: number): boolean {
 const BODY_LIMIT = 4 * 1024 * 1024
 
 /**
- * `POST /infobip-dlr` (SPEC §4): the batch, as the text Infobip sent, becomes one dlr job — one round
+ * `POST /infobip-dlr` (docs/api.md#infobip-delivery-reports): the batch, as the text Infobip sent, becomes one dlr job — one round
  * trip to Redis — before the 200, and nothing else happens here. A 503 (Redis unreachable) makes Infobip retry.
  */
 const infobipDlr: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { config }) => {
@@ -55,7 +55,7 @@ const infobipDlr: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { 
     '/infobip-dlr',
     {
       bodyLimit: BODY_LIMIT,
-      onRequest: app.verifyWebhook,
+      onRequest: app.authenticateInfobip,
       schema: {
         summary: 'Infobip delivery reports (v3 or v2 shape)',
         tags: ['infobip'],

@@ -7,12 +7,13 @@ import { normalizePhone } from '../domain/phone.js'
 import { FieldError, HttpError } from '../errors.js'
 import { countCreated } from '../metrics.js'
 import { registerRateLimit } from '../plugins/rate-limit.js'
-import { AuthHeaders, BatchBody, ErrorResponse, IdParams, MessageResource, NewMessageBody, SearchPage, SearchQuerystring } from '../schemas/messages.js'
+import { MessageResource } from '../domain/message.js'
+import { AuthHeaders, BatchBody, ErrorResponse, IdParams, NewMessageBody, SearchPage, SearchQuerystring } from '../schemas/messages.js'
 
 const errors = { 400: ErrorResponse, 401: ErrorResponse, 413: ErrorResponse, 422: ErrorResponse, 429: ErrorResponse, 503: ErrorResponse }
 const security = [{ bearerAuth: [] }]
 
-/** `POST /messages`, `POST /messages/batch`, `GET /messages/:id` (SPEC §4). */
+/** `POST /messages`, `POST /messages/batch`, `GET /messages/:id` (docs/api.md). */
 const messages: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { config }) => {
   const writer = new GroupCommit({ store: app.store, sendQueue: app.queues.send, config })
   const deps = { config, store: app.store, writer, onCreated: (n: number) => countCreated(app.metrics, n) }

@@ -1,6 +1,6 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
 
-/** Infobip's maxBucketSize tops out at 2,000 reports per POST (infobip.md §4). */
+/** Infobip's maxBucketSize tops out at 2,000 reports per POST (docs/infobip.md#limits). */
 export const DLR_MAX_RESULTS = 2000
 
 const example = {

@@ -1,4 +1,5 @@
 import { Type, type Static } from '@sinclair/typebox'
+import { MessageResource } from '../domain/message.js'
 import { StatusSchema } from '../domain/status.js'
 
 const example = {
@@ -33,40 +34,6 @@ export const BatchBody = Type.Object(
   { additionalProperties: false, examples: [{ messages: [example, { to: '+49 151 1234 5678', text: 'Hallo!' }] }] },
 )
 export type BatchBody = Static<typeof BatchBody>
-
-const Nullable = <T extends ReturnType<typeof Type.String>>(schema: T) => Type.Union([schema, Type.Null()])
-
-export const MessageEventSchema = Type.Object({
-  seq: Type.Integer(),
-  status: StatusSchema,
-  source: Type.String(),
-  at: Type.String({ format: 'date-time' }),
-  infobipStatus: Type.Optional(Type.String()),
-})
-
-export const MessageResource = Type.Object(
-  {
-    id: Type.String(),
-    to: Type.String(),
-    from: Type.String(),
-    text: Type.String(),
-    reference: Nullable(Type.String()),
-    callbackUrl: Nullable(Type.String()),
-    sendAt: Nullable(Type.String()),
-    validityPeriodMinutes: Type.Union([Type.Integer(), Type.Null()]),
-    status: StatusSchema,
-    final: Type.Boolean(),
-    encoding: Type.Union([Type.Literal('GSM-7'), Type.Literal('UCS-2')]),
-    segments: Type.Integer(),
-    attempts: Type.Integer(),
-    infobip: Type.Union([Type.Object({}, { additionalProperties: true }), Type.Null()]),
-    error: Type.Union([Type.Object({ code: Type.String(), message: Type.String() }), Type.Null()]),
-    events: Type.Array(MessageEventSchema),
-    createdAt: Type.String(),
-    updatedAt: Type.String(),
-  },
-  { $id: 'Message' },
-)
 
 export const ErrorResponse = Type.Object(
   { statusCode: Type.Integer(), error: Type.String(), message: Type.String() },

@@ -26,7 +26,12 @@ export interface Keys {
   byRecipient(to: string): string
   /** Submitted, not yet final: score = submission time (ms); what the reconciler looks up. */
   open(): string
+  /** The number of stale messages (a gauge the reconciler sets). */
   stale(): string
+  /** Counters that every process adds to, for /metrics (a hash: series → value). */
+  metrics(): string
+  /** The namespace of @fastify/rate-limit's counters. */
+  rateLimit(): string
 }
 
 export function makeKeys(prefix: string): Keys {
@@ -45,5 +50,7 @@ export function makeKeys(prefix: string): Keys {
     byRecipient: (to) => `${prefix}:idx:to:${to}`,
     open: () => `${prefix}:idx:open`,
     stale: () => `${prefix}:metrics:stale`,
+    metrics: () => `${prefix}:metrics`,
+    rateLimit: () => `${prefix}:ratelimit:`,
   }
 }

@@ -1,101 +1,19 @@
-import type { ChainableCommander, ClientContext, Redis, Result } from 'ioredis'
-import { isFinal, STATUS, type EventSource, type Status } from '../domain/status.js'
-import type { Submission } from '../infobip/requests.js'
+import type { ChainableCommander, Redis } from 'ioredis'
+import {
+  inBatches,
+  queuedMessage,
+  type Claim,
+  type Message,
+  type NewMessage,
+  type SearchQuery,
+  type Transition,
+  type TransitionResult,
+} from '../domain/message.js'
+import { STATUS } from '../domain/status.js'
+import { FINGERPRINT_FIELD, fromHash, idBound, parseTransition, toHash } from './codec.js'
 import { makeKeys, type Keys } from './keys.js'
-import { CLAIM, CREATE, RESERVE_BUDGET, TRANSITION } from './scripts.js'
-
-declare module 'ioredis' {
-  interface RedisCommander<Context extends ClientContext> {
-    smsTransition(numberOfKeys: number, ...keysAndArgs: string[]): Result<string[][], Context>
-    smsClaim(numberOfKeys: number, ...keysAndArgs: string[]): Result<string[][], Context>
-    smsCreate(...keysAndArgs: string[]): Result<number, Context>
-    smsReserveBudget(k1: string, n: number, limit: number): Result<number, Context>
-  }
-}
-
-/** What the API stores for a new message; everything else is derived or added later. */
-export interface NewMessage {
-  id: string
-  to: string
-  from: string
-  text: string
-  reference?: string | undefined
-  callbackUrl?: string | undefined
-  sendAt?: string | undefined
-  validityPeriodMinutes?: number | undefined
-  encoding: 'GSM-7' | 'UCS-2'
-  segments: number
-  /** When it was accepted (the time in its id); default: when it is stored. */
-  createdAt?: Date | undefined
-}
-
-export interface MessageEvent {
-  seq: number
-  status: Status
-  source: EventSource
-  at: string
-  infobipStatus?: string
-}
-
-export interface MessageError {
-  code: string
-  message: string
-}
-
-/** The message resource of the API (SPEC §4). */
-export interface Message {
-  id: string
-  to: string
-  from: string
-  text: string
-  reference: string | null
-  callbackUrl: string | null
-  sendAt: string | null
-  validityPeriodMinutes: number | null
-  status: Status
-  final: boolean
-  encoding: 'GSM-7' | 'UCS-2'
-  segments: number
-  attempts: number
-  infobip: Record<string, unknown> | null
-  error: MessageError | null
-  events: MessageEvent[]
-  createdAt: string
-  updatedAt: string
-}
-
-/** A status change to apply. `fingerprint` identifies a delivery report for deduplication. */
-export interface Transition {
-  id: string
-  status: Status
-  source: EventSource
-  at?: string
-  infobipStatus?: string | undefined
-  infobip?: Record<string, unknown> | undefined
-  error?: MessageError | undefined
-  fingerprint?: string | undefined
-  /** The send worker got Infobip's answer: the submission's outcome is known. */
-  settlesSubmission?: boolean
-}
-
-/** What an applied change made: the event `seq`, and what its callback needs. */
-export interface AppliedChange {
-  previous: Status
-  seq: number
-  submittedAt: number | null
-  callbackUrl: string | null
-  reference: string | null
-}
-
-export type TransitionResult =
-  | ({ result: 'applied' } & AppliedChange)
-  | { result: 'ignored'; current: Status }
-  /** `earlier`: the change this report made when it was first applied, if it made one. */
-  | { result: 'duplicate'; earlier?: AppliedChange & { at: string } }
-  | { result: 'unmatched' }
-
-/** A message claimed for submission comes with what the submission needs. */
-export type Claim = { result: 'ok'; submission: Submission } | { result: 'missing' | 'done' | 'unknown' | 'busy' }
+import { defineScripts } from './scripts.js'
+import { searchMessages, type SearchPage } from './search.js'
 
 export interface ClaimOptions {
   /** The claiming job: a fresh in-flight marker of another job makes a message "busy". */
@@ -106,30 +24,12 @@ export interface ClaimOptions {
   force?: boolean
 }
 
-export interface SearchQuery {
-  status?: Status | undefined
-  reference?: string | undefined
-  /** Digits only, as stored. */
-  to?: string | undefined
-  /** ISO instants: created at or after `since`, before `until`. */
-  since?: string | undefined
-  until?: string | undefined
-  limit: number
-  cursor?: string | undefined
-}
-
 export interface IdempotencyRecord {
   fingerprint: string
   ids: string[]
 }
 
 const IDEMPOTENCY_TTL_SECONDS = 24 * 60 * 60
-/** Messages per TRANSITION or CLAIM call: Redis runs each call whole, so a call stays short (a few ms). */
-const PER_CALL = 100
-/** `items` in runs of PER_CALL, one script call each. */
-function* perCall<T>(items: T[]): Generator<T[]> {
-  for (let start = 0; start < items.length; start += PER_CALL) yield items.slice(start, start + PER_CALL)
-}
 const UNMATCHED_KEPT = 1000
 
 /**
@@ -145,11 +45,7 @@ export class MessageStore {
     this.#redis = redis
     this.keys = makeKeys(prefix)
     this.#ttlSeconds = ttlDays * 24 * 60 * 60
-    // The number of keys depends on the batch: given with each call.
-    redis.defineCommand('smsTransition', { lua: TRANSITION })
-    redis.defineCommand('smsClaim', { lua: CLAIM })
-    redis.defineCommand('smsCreate', { numberOfKeys: 6, lua: CREATE })
-    redis.defineCommand('smsReserveBudget', { numberOfKeys: 1, lua: RESERVE_BUDGET })
+    defineScripts(redis)
   }
 
   /**
@@ -159,7 +55,7 @@ export class MessageStore {
   async create(messages: NewMessage[], now = new Date()): Promise<Message[]> {
     const ttl = String(this.#ttlSeconds)
     const ms = String(now.getTime())
-    const created = messages.map((m) => newMessage(m, (m.createdAt ?? now).toISOString()))
+    const created = messages.map((m) => queuedMessage(m, (m.createdAt ?? now).toISOString()))
     const outbox = this.keys.outbox()
     const createdIndex = this.keys.created()
     const queuedIndex = this.keys.byStatus(STATUS.QUEUED)
@@ -191,7 +87,7 @@ export class MessageStore {
   }
 
   /** The send jobs of these messages exist: they leave the outbox. */
-  async enqueued(ids: string[]): Promise<void> {
+  async removeFromOutbox(ids: string[]): Promise<void> {
     if (ids.length > 0) await this.#redis.zrem(this.keys.outbox(), ...ids)
   }
 
@@ -227,7 +123,7 @@ export class MessageStore {
     const pipeline = this.#redis.pipeline()
     for (const id of ids) pipeline.hkeys(this.keys.message(id))
     const replies = (await exec(pipeline)) as string[][]
-    return replies.map((fields) => new Set(fields.filter((f) => f.startsWith(FINGERPRINT)).map((f) => f.slice(FINGERPRINT.length))))
+    return replies.map((fields) => new Set(fields.filter((f) => f.startsWith(FINGERPRINT_FIELD)).map((f) => f.slice(FINGERPRINT_FIELD.length))))
   }
 
   /**
@@ -248,7 +144,7 @@ export class MessageStore {
   }
 
   /**
-   * Applies status changes, each one atomically (SPEC §5): one TRANSITION call per 100 of them, all
+   * Applies status changes, each one atomically (docs/statuses.md): one TRANSITION call per 100 of them, all
    * calls in one pipeline.
    */
   async transition(transitions: Transition[]): Promise<TransitionResult[]> {
@@ -256,7 +152,7 @@ export class MessageStore {
     const now = Date.now()
     const shared = [this.keys.open(), ...this.keys.statusIndexes()]
     const ttl = String(this.#ttlSeconds)
-    for (const batch of perCall(transitions)) {
+    for (const batch of inBatches(transitions)) {
       const keys = [...shared]
       const args = [ttl]
       for (const t of batch) {
@@ -284,7 +180,7 @@ export class MessageStore {
     const pipeline = this.#redis.pipeline()
     const now = String(Date.now())
     const args = [options.force ? 'force' : '', now, options.owner, String(options.busyMs)]
-    for (const batch of perCall(ids)) {
+    for (const batch of inBatches(ids)) {
       pipeline.smsClaim(1 + batch.length, this.keys.open(), ...batch.map((id) => this.keys.message(id)), ...args, ...batch)
     }
     const replies = ((await exec(pipeline)) as string[][][]).flat()
@@ -308,33 +204,9 @@ export class MessageStore {
     return (await this.#redis.smsReserveBudget(this.keys.sendBudget(second), n, limitPerSecond)) === 1
   }
 
-  /**
-   * Finds messages, newest first: walks the most selective index in id order and filters on the
-   * other criteria, until `limit` are found. The cursor is the last id returned.
-   */
-  async search(query: SearchQuery): Promise<{ messages: Message[]; nextCursor: string | null }> {
-    const key = query.reference
-      ? this.keys.byReference(query.reference)
-      : query.to
-        ? this.keys.byRecipient(query.to)
-        : query.status
-          ? this.keys.byStatus(query.status)
-          : this.keys.created()
-    let max = query.cursor ? `(${query.cursor}` : query.until ? `(${idBound(query.until)}` : '+'
-    const min = query.since ? `[${idBound(query.since)}` : '-'
-    const found: Message[] = []
-    const page = Math.min(Math.max(query.limit * 2, 50), 1000)
-    for (;;) {
-      const batch = (await this.#redis.call('ZRANGE', key, max, min, 'BYLEX', 'REV', 'LIMIT', 0, page)) as string[]
-      if (batch.length === 0) return { messages: found, nextCursor: null }
-      for (const message of await this.getMany(batch)) {
-        if (!message || !matches(message, query)) continue
-        found.push(message)
-        if (found.length === query.limit) return { messages: found, nextCursor: message.id }
-      }
-      if (batch.length < page) return { messages: found, nextCursor: null }
-      max = `(${batch[batch.length - 1]}`
-    }
+  /** A page of messages matching `query`, newest first (see `searchMessages`). */
+  async search(query: SearchQuery): Promise<SearchPage> {
+    return searchMessages(this.#redis, this.keys, (ids) => this.getMany(ids), query)
   }
 
   /** Submitted before `before` (ms) and still not final: the reconciler's work list, oldest first. */
@@ -396,136 +268,4 @@ async function exec(chain: ChainableCommander): Promise<unknown[]> {
     if (error) throw error
     return value
   })
-}
-
-const ENCODING = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
-
-/** The smallest message id created at `iso`: ULIDs begin with their time in Crockford base32. */
-export function idBound(iso: string): string {
-  let ms = Date.parse(iso)
-  let time = ''
-  for (let i = 0; i < 10; i++) {
-    time = ENCODING[ms % 32] + time
-    ms = Math.floor(ms / 32)
-  }
-  return `msg_${time}`
-}
-
-function matches(m: Message, q: SearchQuery): boolean {
-  return (!q.status || m.status === q.status) && (!q.reference || m.reference === q.reference) && (!q.to || m.to === q.to)
-}
-
-function newMessage(m: NewMessage, at: string): Message {
-  return {
-    id: m.id,
-    to: m.to,
-    from: m.from,
-    text: m.text,
-    reference: m.reference ?? null,
-    callbackUrl: m.callbackUrl ?? null,
-    sendAt: m.sendAt ?? null,
-    validityPeriodMinutes: m.validityPeriodMinutes ?? null,
-    status: STATUS.QUEUED,
-    final: false,
-    encoding: m.encoding,
-    segments: m.segments,
-    attempts: 0,
-    infobip: null,
-    error: null,
-    events: [{ seq: 1, status: STATUS.QUEUED, source: 'api', at }],
-    createdAt: at,
-    updatedAt: at,
-  }
-}
-
-/** The hash holds only what is set, to keep records small. */
-function toHash(m: Message): Record<string, string | number> {
-  const hash: Record<string, string | number> = {
-    id: m.id,
-    to: m.to,
-    from: m.from,
-    text: m.text,
-    status: m.status,
-    encoding: m.encoding,
-    segments: m.segments,
-    attempts: 0,
-    seq: 1,
-    e1: eventField(m.events[0]!),
-  }
-  if (m.reference !== null) hash.reference = m.reference
-  if (m.callbackUrl !== null) hash.callbackUrl = m.callbackUrl
-  if (m.sendAt !== null) hash.sendAt = m.sendAt
-  if (m.validityPeriodMinutes !== null) hash.validityPeriodMinutes = m.validityPeriodMinutes
-  return hash
-}
-
-/** The record's hash fields that hold report fingerprints, and its events. */
-const FINGERPRINT = 'f:'
-const EVENT = /^e(\d+)$/
-
-/** An event as the record keeps it: `status|source|at (ms)|infobip status`. */
-const eventField = (e: MessageEvent): string => `${e.status}|${e.source}|${Date.parse(e.at)}|${e.infobipStatus ?? ''}`
-
-function eventsOf(h: Record<string, string>): MessageEvent[] {
-  const events: MessageEvent[] = []
-  for (const [field, value] of Object.entries(h)) {
-    const seq = EVENT.exec(field)?.[1]
-    if (!seq) continue
-    const [status, source, at, infobipStatus] = value.split('|')
-    events.push({
-      seq: Number(seq),
-      status: status as Status,
-      source: source as EventSource,
-      at: new Date(Number(at)).toISOString(),
-      ...(infobipStatus ? { infobipStatus } : {}),
-    })
-  }
-  return events.sort((a, b) => a.seq - b.seq)
-}
-
-/** `createdAt` and `updatedAt` are the times of the first and the last event. */
-function fromHash(h: Record<string, string>, infobip: string | null): Message {
-  const status = h.status as Status
-  const events = eventsOf(h)
-  return {
-    id: h.id!,
-    to: h.to!,
-    from: h.from!,
-    text: h.text!,
-    reference: h.reference ?? null,
-    callbackUrl: h.callbackUrl ?? null,
-    sendAt: h.sendAt ?? null,
-    validityPeriodMinutes: h.validityPeriodMinutes ? Number(h.validityPeriodMinutes) : null,
-    status,
-    final: isFinal(status),
-    encoding: h.encoding as Message['encoding'],
-    segments: Number(h.segments),
-    attempts: Number(h.attempts ?? 0),
-    infobip: infobip ? (JSON.parse(infobip) as Record<string, unknown>) : null,
-    error: h.error ? (JSON.parse(h.error) as MessageError) : null,
-    events,
-    createdAt: events[0]!.at,
-    updatedAt: events[events.length - 1]!.at,
-  }
-}
-
-function parseTransition(reply: string[]): TransitionResult {
-  const [result, previous, seq, submittedAt, callbackUrl, reference, at] = reply
-  const change = (): AppliedChange => ({
-    previous: previous as Status,
-    seq: Number(seq),
-    submittedAt: submittedAt ? Number(submittedAt) : null,
-    callbackUrl: callbackUrl || null,
-    reference: reference || null,
-  })
-  switch (result) {
-    case 'applied':
-      return { result, ...change() }
-    case 'ignored':
-      return { result, current: previous as Status }
-    case 'duplicate':
-      return seq ? { result, earlier: { ...change(), at: new Date(Number(at)).toISOString() } } : { result }
-    default:
-      return { result: 'unmatched' }
-  }
 }

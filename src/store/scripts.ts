@@ -1,8 +1,27 @@
+import type { ClientContext, Redis, Result } from 'ioredis'
 import { FINAL_RANK, RANK, STATUS } from '../domain/status.js'
+
+declare module 'ioredis' {
+  interface RedisCommander<Context extends ClientContext> {
+    smsTransition(numberOfKeys: number, ...keysAndArgs: string[]): Result<string[][], Context>
+    smsClaim(numberOfKeys: number, ...keysAndArgs: string[]): Result<string[][], Context>
+    smsCreate(...keysAndArgs: string[]): Result<number, Context>
+    smsReserveBudget(k1: string, n: number, limit: number): Result<number, Context>
+  }
+}
+
+/** Makes the scripts commands of this connection (ioredis sends EVALSHA, and the script once when Redis lacks it). */
+export function defineScripts(redis: Redis): void {
+  // TRANSITION and CLAIM take a batch: their number of keys is given with each call.
+  redis.defineCommand('smsTransition', { lua: TRANSITION })
+  redis.defineCommand('smsClaim', { lua: CLAIM })
+  redis.defineCommand('smsCreate', { numberOfKeys: 6, lua: CREATE })
+  redis.defineCommand('smsReserveBudget', { numberOfKeys: 1, lua: RESERVE_BUDGET })
+}
 
 /**
  * The Lua scripts of the store. CREATE touches one message's keys; TRANSITION and CLAIM take up to
- * 100 messages per call (see README "Indexes and Redis Cluster" for what Cluster would need).
+ * BATCH_SIZE messages per call (docs/store.md#scripts).
  * The rank table is generated from `RANK` so that Lua and TypeScript cannot disagree.
  */
 const rankTable = `{${Object.entries(RANK)
@@ -18,7 +37,7 @@ const TRANSITION_SHARED_KEYS = 1 + Object.values(STATUS).length
 const TRANSITION_ARGS = 9
 
 /**
- * Applies a list of status changes, each on its own message (SPEC §5 rules 1–4), in one call: the
+ * Applies a list of status changes, each on its own message (docs/statuses.md#transition-rules, rules 1–4), in one call: the
  * per-call cost of a script (finding it, setting up its arguments, a reply to decode) is paid once
  * per batch instead of once per report. Each change is decided by itself, exactly as if it came
  * alone; the whole call is atomic, as every script is.

@@ -1,10 +1,10 @@
 import fc from 'fast-check'
 import type { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
-import type { Message } from '../../src/store/message-store.js'
-import { DLR_TOKEN } from '../helpers/index.js'
+import type { Message } from '../../src/domain/message.js'
 import { STATUSES, v2Report, v3Report } from '../helpers/reports.js'
-import { BEARER, Chaos, type HttpAnswer, until } from './harness.js'
+import { BEARER, Chaos, type HttpAnswer } from './harness.js'
+import { DLR_TOKEN, waitFor } from '../helpers/index.js'
 
 /**
  * Chaos 5: property-based bodies (fast-check) against `/messages`, `/messages/batch` and
@@ -52,7 +52,7 @@ async function observe(request: () => Promise<HttpAnswer>): Promise<{ res: HttpA
   const res = await request()
   const mark = marks++
   await admin.set(`${stack.prefix}:fuzz:mark:${mark}`, '1', 'EX', 60)
-  await until(() => seenMark >= mark, 5000, 'the keyspace notification of the marker', 2)
+  await waitFor(() => seenMark >= mark, 5000, 'the keyspace notification of the marker', 2)
   return { res, writes: [...written] }
 }
 

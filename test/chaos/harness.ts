@@ -4,7 +4,6 @@ import { mkdtempSync, rmSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { Queue } from 'bullmq'
 import { Redis } from 'ioredis'
 import type { Test } from 'tap'
@@ -13,7 +12,7 @@ import { STATUS, type Status } from '../../src/domain/status.js'
 import type { QueueName } from '../../src/queues.js'
 import { makeKeys, type Keys } from '../../src/store/keys.js'
 import { MessageStore } from '../../src/store/message-store.js'
-import { API_KEY, DLR_TOKEN, ROOT, testEnv } from '../helpers/index.js'
+import { API_KEY, DLR_TOKEN, ROOT, testEnv, waitFor } from '../helpers/index.js'
 
 /**
  * The chaos suite's test bench: a redis-server of its own (AOF on, in a temporary directory, so that
@@ -39,22 +38,6 @@ for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     killEverything()
     process.exit(1)
   })
-}
-
-/** Polls `check` every `everyMs` until it returns something other than undefined/false; bounded by `timeoutMs`. */
-export async function until<T>(
-  check: () => Promise<T | undefined | false> | T | undefined | false,
-  timeoutMs: number,
-  what: string,
-  everyMs = 100,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await check()
-    if (value !== undefined && value !== false) return value
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
-    await sleep(everyMs)
-  }
 }
 
 /** Runs `fn` over `items` with at most `limit` at a time; results in order. */
@@ -162,7 +145,7 @@ export class RedisServer {
   async start(): Promise<void> {
     const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--appendonly', 'yes', '--appendfsync', 'everysec', '--save', '']
     this.proc = new Proc('redis', spawn('redis-server', [...args, '--daemonize', 'no', '--loglevel', 'warning'], { stdio: ['ignore', 'pipe', 'pipe'] }))
-    await until(() => this.ping(), 20_000, `redis-server on ${this.port}`, 50)
+    await waitFor(() => this.ping(), 20_000, `redis-server on ${this.port}`, 50)
   }
 
   /** SIGTERM: Redis writes its AOF and exits (a clean shutdown); SIGKILL: a crash. */
@@ -278,7 +261,7 @@ export class Stack {
   }
 
   async #ready(proc: Proc, check: () => Promise<boolean>, what: string): Promise<void> {
-    await until(
+    await waitFor(
       async () => {
         if (!proc.alive) throw new Error(`${what} exited during start-up:\n${proc.tail()}`)
         return check().catch(() => false)

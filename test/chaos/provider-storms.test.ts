@@ -1,6 +1,7 @@
 import t from 'tap'
-import type { Message } from '../../src/store/message-store.js'
-import { BEARER, Chaos, histogram, mapLimit, ordinary, phone, until, type Stack } from './harness.js'
+import type { Message } from '../../src/domain/message.js'
+import { BEARER, Chaos, histogram, mapLimit, ordinary, phone, type Stack } from './harness.js'
+import { waitFor } from '../helpers/index.js'
 
 /**
  * Chaos 3: a provider that fails. First 30% of submissions answered 500 or held until our timeout
@@ -36,7 +37,7 @@ async function send(stack: Stack, singles: number, batched: number): Promise<str
 }
 
 async function finals(stack: Stack, ids: string[], timeoutMs: number): Promise<Message[]> {
-  return until(
+  return waitFor(
     async () => {
       const messages = (await stack.store.getMany(ids)) as Message[]
       return messages.every((m) => m.final) ? messages : undefined

@@ -1,9 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import t, { type Test } from 'tap'
 import { parseReport } from '../../src/domain/reports.js'
-import type { Message } from '../../src/store/message-store.js'
+import type { Message } from '../../src/domain/message.js'
 import { random, STATUSES, v3Report } from '../helpers/reports.js'
-import { BEARER, Chaos, DLR_PATH, histogram, mapLimit, ordinary, phone, until } from './harness.js'
+import { BEARER, Chaos, DLR_PATH, histogram, mapLimit, ordinary, phone } from './harness.js'
+import { waitFor } from '../helpers/index.js'
 
 /**
  * Chaos 2: Redis stopped while single messages, batches and delivery reports keep coming, then started
@@ -36,7 +37,7 @@ async function outage(t: Test, signal: 'SIGTERM' | 'SIGKILL') {
   const chaos = await Chaos.start(t, 'redis')
   const stack = await chaos.stack({ SIM_DLR_DELAY_MS: 300, SEND_BACKOFF_MS: 200, JOB_LOCK_MS: LOCK_MS })
   await Promise.all([stack.simulator(), stack.startApi()])
-  const workers = await Promise.all([stack.worker('send,dlr'), stack.worker('send,dlr')])
+  const workers = await Promise.all([stack.worker('send,dlr,outbox'), stack.worker('send,dlr,outbox')])
   const api = stack.api!
   const rand = random(seed)
 
@@ -147,7 +148,7 @@ async function outage(t: Test, signal: 'SIGTERM' | 'SIGKILL') {
   const afterOutage = acked.filter((a) => a.sentAt > restartingAt).length
   t.ok(afterOutage > 0, `requests acknowledged again after the restart (${afterOutage})`)
   const dlrQueue = stack.queue('dlr')
-  await until(async () => ((await stack.pending(dlrQueue)) === 0 ? true : undefined), 60_000, 'the dlr queue to drain', 250)
+  await waitFor(async () => ((await stack.pending(dlrQueue)) === 0 ? true : undefined), 60_000, 'the dlr queue to drain', 250)
   const found = await stack.store.getMany(ackedIds)
   const missing = ackedIds.filter((_, i) => !found[i])
   const recorded = await stack.store.fingerprints(reports.map((r) => r.id))
@@ -155,7 +156,7 @@ async function outage(t: Test, signal: 'SIGTERM' | 'SIGKILL') {
 
   t.equal(missing.length, 0, `every one of the ${ackedIds.length} acknowledged messages is stored`)
   t.equal(applied, reports.length, `every one of the ${reports.length} acknowledged reports was applied`)
-  await until(
+  await waitFor(
     async () => {
       const messages = await stack.store.getMany(ackedIds)
       return messages.every((m) => m?.status === 'DELIVERED') || undefined

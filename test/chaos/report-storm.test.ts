@@ -1,13 +1,14 @@
 import t from 'tap'
 import { parseReport } from '../../src/domain/reports.js'
-import type { Message, Transition } from '../../src/store/message-store.js'
+import type { Message, Transition } from '../../src/domain/message.js'
 import { applyModel, comparable, newModelMessage, random, shuffle, STATUSES, v2Report, v3Report, witness } from '../helpers/reports.js'
-import { Chaos, DLR_PATH, mapLimit, until } from './harness.js'
+import { Chaos, DLR_PATH, mapLimit } from './harness.js'
+import { waitFor } from '../helpers/index.js'
 
 /**
  * Chaos 4: a storm of delivery reports — 50,000, a third of them exact duplicates, shuffled, in POSTs
  * of random size to the API, applied by three dlr worker processes at once. The reference is the pure
- * model of SPEC §5 in test/helpers/reports.ts, as in test/workers/dlr-concurrency.test.ts (which does
+ * model of the transition rules (docs/statuses.md) in test/helpers/reports.ts, as in test/workers/dlr-concurrency.test.ts (which does
  * the same at a smaller scale, with fast-check): each message's end state must be the model's after
  * applying its reports in some order (the one its events show), and what no order can change — the
  * fingerprints kept, a single final's status and `infobip`, the number of duplicates — must be equal.
@@ -77,7 +78,7 @@ t.test(
       if (res.status !== 200) throw new Error(`POST /infobip-dlr answered ${res.status}: ${res.text}`)
     })
     const postedMs = Date.now() - started
-    await until(async () => ((await stack.pending(queue)) === 0 ? true : undefined), 120_000, 'the dlr queue to drain', 250)
+    await waitFor(async () => ((await stack.pending(queue)) === 0 ? true : undefined), 120_000, 'the dlr queue to drain', 250)
     const appliedMs = Date.now() - started
     t.equal(await queue.getFailedCount(), 0, 'no dlr job failed')
 

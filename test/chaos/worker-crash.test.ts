@@ -2,9 +2,10 @@ import { QueueEvents } from 'bullmq'
 import t from 'tap'
 import { isFinal, RANK, type Status } from '../../src/domain/status.js'
 import { parseReport } from '../../src/domain/reports.js'
-import type { Message } from '../../src/store/message-store.js'
+import type { Message } from '../../src/domain/message.js'
 import { random, shuffle, STATUSES, v2Report, v3Report } from '../helpers/reports.js'
-import { BEARER, Chaos, DLR_PATH, histogram, mapLimit, ordinary, phone, until } from './harness.js'
+import { BEARER, Chaos, DLR_PATH, histogram, mapLimit, ordinary, phone } from './harness.js'
+import { waitFor } from '../helpers/index.js'
 
 /**
  * Chaos 1: worker processes SIGKILLed in the middle of their work.
@@ -60,7 +61,7 @@ t.test('send: a send worker SIGKILLed with 2,000 messages in flight; every messa
 
   // Kill while the simulator holds its answers: accepted by "Infobip", not yet recorded by us.
   const stats = async () => (await stack.sim!.get('/_sim/stats')).json<{ accepted: number; requests: number }>()
-  const atKill = await until(
+  const atKill = await waitFor(
     async () => {
       const s = await stats()
       return s.accepted >= MESSAGES / 2 ? s : undefined
@@ -75,9 +76,9 @@ t.test('send: a send worker SIGKILLed with 2,000 messages in flight; every messa
   t.comment(`killed a send worker: the simulator had accepted ${atKill.accepted} messages; ${queuedAtKill} were still QUEUED in Redis`)
   const [survivor, replacement] = await Promise.all([starting, stack.worker('send')])
 
-  await until(async () => (await stack.statusCounts()).QUEUED === 0 || undefined, 90_000, 'every message PENDING or beyond', 250)
+  await waitFor(async () => (await stack.statusCounts()).QUEUED === 0 || undefined, 90_000, 'every message PENDING or beyond', 250)
   const takeoverMs = Date.now() - killedAt
-  await until(
+  await waitFor(
     async () => {
       const counts = await stack.statusCounts()
       return counts.DELIVERED + counts.UNDELIVERABLE + counts.EXPIRED + counts.REJECTED + counts.FAILED === MESSAGES || undefined
@@ -170,15 +171,15 @@ t.test('dlr: a dlr worker SIGKILLed while 20,000 reports are applied; the others
   await events.waitUntilReady()
 
   const [victim, survivor] = await Promise.all([stack.worker('dlr'), stack.worker('dlr')])
-  await until(async () => ((await stack.pending(queue)) <= posts.length * 0.8 ? true : undefined), 60_000, 'a fifth of the reports applied', 10)
+  await waitFor(async () => ((await stack.pending(queue)) <= posts.length * 0.8 ? true : undefined), 60_000, 'a fifth of the reports applied', 10)
   const activeAtKill = await queue.getActiveCount()
   await victim.kill('SIGKILL')
   const killedAt = Date.now()
   const replacement = await stack.worker('dlr')
 
-  await until(async () => ((await stack.pending(queue)) === 0 ? true : undefined), 90_000, 'the dlr queue to drain', 100)
+  await waitFor(async () => ((await stack.pending(queue)) === 0 ? true : undefined), 90_000, 'the dlr queue to drain', 100)
   const drainMs = Date.now() - killedAt
-  await until(() => stalled > 0 || undefined, 10_000, 'the stalled event', 50).catch(() => undefined)
+  await waitFor(() => stalled > 0 || undefined, 10_000, 'the stalled event', 50).catch(() => undefined)
   t.ok(stalled > 0, `the kill interrupted jobs: ${stalled} stalled job(s) taken over by the others`)
   t.equal(await queue.getFailedCount(), 0, 'no dlr job failed')
 
@@ -216,7 +217,7 @@ t.test('dlr: a report job whose worker dies twice is still applied', async (t) =
   // Two workers in turn take the job and are SIGKILLed while it runs (a crash, then another).
   for (let kill = 1; kill <= 2; kill++) {
     const worker = await stack.worker('dlr')
-    const state = await until(
+    const state = await waitFor(
       async () => {
         const now = await job!.getState()
         if (now === 'completed' || now === 'unknown') return 'completed'
@@ -234,7 +235,7 @@ t.test('dlr: a report job whose worker dies twice is still applied', async (t) =
   }
   await stack.worker('dlr')
   // A completed dlr job is removed at once (removeOnComplete): gone means completed.
-  const end = await until(
+  const end = await waitFor(
     async () => {
       const state = await job!.getState()
       return state === 'completed' || state === 'unknown' ? 'completed' : state === 'failed' ? 'failed' : undefined

@@ -8,7 +8,7 @@ const transitionOf = (raw: unknown) => {
   return parsed.transition
 }
 
-t.test('a v3 report becomes a dlr transition with the fields SPEC §4 shows under infobip', async (t) => {
+t.test('a v3 report becomes a dlr transition with the fields the message resource shows under infobip (docs/api.md#the-message-resource)', async (t) => {
   const report = v3Report('msg_1')
   t.same(transitionOf(report), {
     id: 'msg_1',
@@ -39,7 +39,7 @@ t.test('a v2 report: smsCount becomes messageCount; no number, sender or callbac
   t.equal(JSON.stringify(transitionOf(v2Report('m')).infobip), JSON.stringify(transitionOf(v3Report('m')).infobip))
 })
 
-t.test('statuses are decided on numeric ids only (SPEC §5 rule 5)', async (t) => {
+t.test('statuses are decided on numeric ids only (docs/statuses.md#transition-rules)', async (t) => {
   const cases: [groupId: number, id: number, expected: string][] = [
     [0, 0, 'PENDING'],
     [1, 7, 'PENDING'],

@@ -1,6 +1,6 @@
 import { RANK, STATUS, type Status } from '../../src/domain/status.js'
 import { ERRORS, STATUSES } from '../../src/simulator/outcomes.js'
-import type { Message, Transition } from '../../src/store/message-store.js'
+import type { Message, Transition } from '../../src/domain/message.js'
 
 /** Infobip's status objects (as the simulator sends them), for building reports. */
 export { ERRORS, STATUSES }
@@ -34,7 +34,7 @@ export function v2Report(messageId: string, status: InfobipStatus = STATUSES.DEL
 }
 
 // ---------------------------------------------------------------------------------------------------
-// A reference model of SPEC §5, written from the rules and not from the Lua script, so that tests can
+// A reference model of the transition rules (docs/statuses.md), written from the rules and not from the Lua script, so that tests can
 // compare the two.
 
 export interface ModelEvent {

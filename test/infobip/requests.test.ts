@@ -9,7 +9,7 @@ t.test('the DLR URL carries the token, encoded', async (t) => {
   t.equal(webhook.url, 'https://sms.example.com/infobip-dlr?token=token%20with%20spaces%26%3D')
 })
 
-t.test('v3 body (SPEC §7): our id as the destination messageId, webhook, callbackData, validity', async (t) => {
+t.test('v3 body (docs/infobip.md): our id as the destination messageId, webhook, callbackData, validity, SMS counts asked for', async (t) => {
   t.same(v3Body([message], webhook), {
     messages: [
       {
@@ -20,6 +20,7 @@ t.test('v3 body (SPEC §7): our id as the destination messageId, webhook, callba
         options: { validityPeriod: { amount: 720, timeUnit: 'MINUTES' } },
       },
     ],
+    options: { includeSmsCountInResponse: true },
   })
   const plain = v3Body([{ ...message, validityPeriodMinutes: undefined }], webhook) as { messages: Record<string, unknown>[] }
   t.notOk('options' in plain.messages[0]!, 'no options without a validity period')

@@ -87,7 +87,7 @@ t.test('a missing or wrong token in any form answers 401 and stores nothing', as
 t.test('without DLR_WEBHOOK_TOKEN configured, nothing is accepted', async (t) => {
   const bare = Fastify()
   await bare.register(dlrAuth, { config: testConfig('dlr-no-token', { DLR_WEBHOOK_TOKEN: '' }) })
-  bare.post('/infobip-dlr', { onRequest: bare.verifyWebhook }, async () => 'stored')
+  bare.post('/infobip-dlr', { onRequest: bare.authenticateInfobip }, async () => 'stored')
   for (const url of ['/infobip-dlr', '/infobip-dlr?token=', `/infobip-dlr?token=${DLR_TOKEN}`]) {
     t.equal((await bare.inject({ method: 'POST', url, payload: {} })).statusCode, 401, url)
   }

@@ -1,7 +1,7 @@
 import fc from 'fast-check'
 import t from 'tap'
 import { STATUS } from '../../src/domain/status.js'
-import type { Message } from '../../src/store/message-store.js'
+import type { Message } from '../../src/domain/message.js'
 import { AUTH, buildTestApp, testConfig } from '../helpers/index.js'
 
 const app = await buildTestApp(t, testConfig('search'))

@@ -8,7 +8,8 @@ import { loadConfig } from '../../src/config.js'
 import { parseReport } from '../../src/domain/reports.js'
 import { dlrJobOptions, QUEUE, type DlrJob } from '../../src/queues.js'
 import { connectOrExplain, createRedis } from '../../src/redis.js'
-import { MessageStore, type Message, type Transition } from '../../src/store/message-store.js'
+import { MessageStore } from '../../src/store/message-store.js'
+import type { Message, Transition } from '../../src/domain/message.js'
 import type { ReportCounts } from '../../workers/dlr.js'
 import { cleanup, REDIS_URL, spawnWorker, testEnv, waitFor, workerReady } from '../helpers/index.js'
 import {
@@ -27,7 +28,7 @@ import {
 } from '../helpers/reports.js'
 
 /**
- * SPEC §5 under concurrency. The reference is a pure model of the rules (test/helpers/reports.ts).
+ * The transition rules (docs/statuses.md) under concurrency. The reference is a pure model of the rules (test/helpers/reports.ts).
  *  1. In process, fast-check: random reports (duplicates, late PENDINGs, second finals, the send
  *     worker's PENDING, unknown messages) through the real Lua script one at a time equal the model
  *     report by report; applied by several connections at once, the end state equals the model applied
@@ -61,7 +62,7 @@ function runModel(ids: string[], transitions: readonly Transition[]) {
   return { messages, results }
 }
 
-/** The stored messages, compared on what SPEC §5 decides; seq must run 1..n. */
+/** The stored messages, compared on what the transition rules decide; seq must run 1..n. */
 async function snapshot(t: Test, ids: string[]) {
   const messages = (await store.getMany(ids)) as Message[]
   t.ok(

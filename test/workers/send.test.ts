@@ -2,7 +2,7 @@ import { createServer } from 'node:http'
 import { once } from 'node:events'
 import { pino } from 'pino'
 import t, { type Test } from 'tap'
-import type { Message } from '../../src/store/message-store.js'
+import type { Message } from '../../src/domain/message.js'
 import { startWorkers } from '../../workers/start.js'
 import { AUTH, buildTestApp, cleanup, spawnWorker, startSimulator, testConfig, testEnv, waitFor, workerReady } from '../helpers/index.js'
 
@@ -37,7 +37,7 @@ async function system(t: Test, env: Record<string, string | number> = {}, infobi
   return { app, config, sim, send, get, until, simMessage }
 }
 
-t.test('accepted: PENDING with attempts and infobip.* recorded (v3 request as SPEC §7)', async (t) => {
+t.test('accepted: PENDING with attempts and infobip.* recorded (v3 request as docs/infobip.md#sending-with-v3 shows)', async (t) => {
   const { send, until, simMessage } = await system(t)
   const id = await send('+41 79 302 67 27')
   const m = await until(id, 'PENDING')
