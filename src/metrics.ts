@@ -26,6 +26,10 @@ export const SHARED_COUNTERS = {
     help: 'Messages submitted to Infobip, by outcome (per message, not per request)',
     labels: { outcome: SUBMISSION_OUTCOMES },
   },
+  sms_send_jobs_missing_total: {
+    help: 'Messages a send job named whose records were gone (expired or removed) when it ran',
+    labels: {},
+  },
   sms_reports_total: {
     help: 'Delivery reports received, by what applying them did',
     labels: { result: REPORT_RESULTS },
@@ -192,11 +196,11 @@ export interface Series {
 
 /**
  * Everything the processes have counted, and the number of stale messages, which the reconciler keeps
- * as a plain number under `keys.stale()` (absent = 0). Both commands go out together.
+ * as a plain number under `keys.staleCount()` (absent = 0). Both commands go out together.
  */
 export async function readSharedMetrics(redis: Redis, prefix: string): Promise<{ series: Series[]; stale: number }> {
   const keys = makeKeys(prefix)
-  const [hash, stale] = await Promise.all([redis.hgetall(keys.metrics()), redis.get(keys.stale())])
+  const [hash, stale] = await Promise.all([redis.hgetall(keys.metrics()), redis.get(keys.staleCount())])
   const series = Object.entries(hash).flatMap(([field, value]) => {
     const parsed = parseField(field)
     return parsed ? [{ ...parsed, value: Number(value) }] : []

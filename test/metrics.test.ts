@@ -189,7 +189,7 @@ t.test('a scrape of another API process shows what the API and the workers count
   )
 
   // The reconciler keeps the number of stale messages in Redis.
-  await app.redis.set(makeKeys(config.KEY_PREFIX).stale(), '3')
+  await app.redis.set(makeKeys(config.KEY_PREFIX).staleCount(), '3')
   t.equal((await scrape()).samples.get('sms_messages_stale'), 3)
 })
 

@@ -1,17 +1,15 @@
 import type { Logger } from 'pino'
+import type { Transition, TransitionResult } from '../src/domain/message.js'
 import { parseReport } from '../src/domain/reports.js'
 import type { InfobipClient } from '../src/infobip/client.js'
 import type { MessageStore } from '../src/store/message-store.js'
-import type { Transition, TransitionResult } from '../src/domain/message.js'
 
 /** Infobip's logs keep messages for 48 hours; after that a message can no longer be looked up. */
 export const LOGS_RETENTION_MS = 48 * 60 * 60 * 1000
-/** Infobip allows 120 calls a minute to the logs API. */
-const CALL_SPACING_MS = 500
 /** Ids per logs call: 60 ids of 30 characters stay under the 2,048-character limit. */
 const IDS_PER_CALL = 60
-/** A bound on one run, so that it ends well before the next (at most about 50 seconds of calls). */
-const MAX_CALLS_PER_RUN = 100
+/** A bound on one run (the logs API's budget, 120 calls a minute, is shared with the send workers). */
+export const MAX_CALLS_PER_RUN = 100
 
 export interface ReconcileDeps {
   store: MessageStore
@@ -20,30 +18,26 @@ export interface ReconcileDeps {
   afterSeconds: number
   ttlDays: number
   apply: (transitions: Transition[]) => Promise<TransitionResult[]>
-  sleep?: (ms: number) => Promise<void>
 }
 
 /**
  * Infobip pushes each report with retries but keeps no queue for us. The reconciler looks up, in
- * Infobip's logs API (never the read-once reports API), the messages still not final
- * `afterSeconds` after submission, and applies what it finds through the same transition script.
+ * Infobip's logs API (never the read-once reports API), the messages still not final `afterSeconds`
+ * after submission, and applies what it finds through the same transition script. Messages past the
+ * logs' 48 hours leave its work list first, so that they cannot crowd out the ones that can still be
+ * learnt about; each run goes on where the last one stopped. See docs/statuses.md#reconciliation.
  */
 export function makeReconcileProcessor(deps: ReconcileDeps) {
-  const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)))
-
   return async function reconcile(): Promise<{ looked: number; applied: number; stale: number }> {
     const now = Date.now()
-    const staleBefore = now - LOGS_RETENTION_MS
-    const stale = await deps.store.countOpenBefore(staleBefore)
-    await deps.store.setStale(stale)
-    await deps.store.trimIndexes(new Date(now - deps.ttlDays * 24 * 60 * 60 * 1000))
+    const retention = deps.ttlDays * 24 * 60 * 60 * 1000
+    const stale = await deps.store.retireOpen(now - LOGS_RETENTION_MS, now - retention)
+    await deps.store.trimIndexes(new Date(now - retention))
 
-    const due = (await deps.store.openBefore(now - deps.afterSeconds * 1000, IDS_PER_CALL * MAX_CALLS_PER_RUN)).filter((m) => m.submittedAt >= staleBefore)
+    const due = await deps.store.dueForReconcile(now - deps.afterSeconds * 1000, IDS_PER_CALL * MAX_CALLS_PER_RUN)
     let applied = 0
     for (let i = 0; i < due.length; i += IDS_PER_CALL) {
-      if (i > 0) await sleep(CALL_SPACING_MS)
-      const ids = due.slice(i, i + IDS_PER_CALL).map((m) => m.id)
-      const transitions = (await deps.infobip.logs(ids)).flatMap((report) => {
+      const transitions = (await deps.infobip.logs(due.slice(i, i + IDS_PER_CALL))).flatMap((report) => {
         const parsed = parseReport(report)
         return parsed.kind === 'transition' ? [{ ...parsed.transition, source: 'reconcile' as const }] : []
       })

@@ -4,7 +4,7 @@ import { inBatches, type Submission, type Transition } from '../src/domain/messa
 import { parseReport } from '../src/domain/reports.js'
 import { STATUS } from '../src/domain/status.js'
 import { planSubmission, type SubmissionOutcome } from '../src/domain/submission.js'
-import type { InfobipClient } from '../src/infobip/client.js'
+import { InfobipAuthError, type InfobipClient } from '../src/infobip/client.js'
 import type { InfobipReport } from '../src/infobip/requests.js'
 import type { SendJob } from '../src/queues.js'
 import type { MessageStore } from '../src/store/message-store.js'
@@ -27,9 +27,17 @@ export interface SendDeps {
   pauseQueue: (ms: number) => Promise<void>
   /** Metrics: messages submitted, by outcome; every message of a request counts. */
   onSubmission?: (outcome: SubmissionOutcome, count: number) => void
+  /** Metrics: messages whose records were gone when their job ran. */
+  onMissing?: (count: number) => void
   /** Applies status changes (the transition script, then callbacks and metrics). */
   apply: ApplyTransitions
 }
+
+/** A key that answers 401/403 is tried again after this, doubling up to ACCOUNT_BACKOFF_MAX_MS. */
+const ACCOUNT_BACKOFF_MS = 1000
+const ACCOUNT_BACKOFF_MAX_MS = 60_000
+/** A key that does not work is logged at error level at most this often. */
+const ACCOUNT_LOG_EVERY_MS = 60_000
 
 /** Thrown for failures worth another attempt; BullMQ retries with backoff. */
 class RetryableSendError extends Error {
@@ -45,8 +53,33 @@ class RetryableSendError extends Error {
  */
 export function makeSendProcessor(deps: SendDeps) {
   const { store, infobip, log } = deps
+  // The account's state, as this process last saw it: consecutive 401/403 answers, and the last log line.
+  let accountFailures = 0
+  let accountLoggedAt = 0
+  const accountBackoff = () => Math.min(ACCOUNT_BACKOFF_MAX_MS, ACCOUNT_BACKOFF_MS * 2 ** accountFailures)
 
   return async function processSend(job: Job<SendJob>): Promise<void> {
+    try {
+      await send(job)
+    } catch (error) {
+      if (!(error instanceof InfobipAuthError)) throw error
+      // A logs lookup answered 401/403: no message is at fault, as with a refused submission.
+      return accountProblem({ status: error.status, detail: error.message })
+    }
+  }
+
+  /** The API key does not work: the whole send queue waits for it, no attempt is used up, no message fails. */
+  async function accountProblem(error: { status: 401 | 403; detail: string }, pauseMs = accountBackoff()): Promise<never> {
+    accountFailures++
+    if (Date.now() - accountLoggedAt >= ACCOUNT_LOG_EVERY_MS) {
+      accountLoggedAt = Date.now()
+      log.error({ status: error.status, detail: error.detail, waitMs: pauseMs }, 'infobip refused the API key: sending waits until it works again')
+    }
+    await deps.pauseQueue(pauseMs)
+    throw Worker.RateLimitError()
+  }
+
+  async function send(job: Job<SendJob>): Promise<void> {
     const jobLog = log.child({ jobId: job.id, attempt: job.attemptsMade + 1 })
     const claimOptions = { owner: job.id ?? '', busyMs: deps.busyMs }
 
@@ -62,11 +95,18 @@ export function makeSendProcessor(deps: SendDeps) {
     const unknown = ids.filter((_, i) => claims[i]!.result === 'unknown')
     const busy = ids.filter((_, i) => claims[i]!.result === 'busy').length
     if (busy > 0) jobLog.info({ count: busy }, 'messages being submitted by another job; left to it')
+    const missing = ids.filter((_, i) => claims[i]!.result === 'missing')
+    if (missing.length > 0) {
+      // Records outlive their jobs by MESSAGE_TTL_DAYS; one that is gone was removed by hand or by eviction.
+      jobLog.error({ count: missing.length, messageIds: missing.slice(0, 10) }, 'send job for messages whose records are gone')
+      deps.onMissing?.(missing.length)
+    }
     if (unknown.length > 0) {
       let resolved: Submission[]
       try {
         resolved = await resolveUnknown(unknown, claimOptions, jobLog)
       } catch (error) {
+        if (error instanceof InfobipAuthError) throw error
         return retryOrGiveUp(job, unknown, `outcome unknown, logs lookup failed: ${(error as Error).message}`)
       }
       ready.push(...resolved)
@@ -78,7 +118,12 @@ export function makeSendProcessor(deps: SendDeps) {
     for (let request = requests.shift(); request; request = requests.shift()) {
       const outcome = await infobip.submit(request)
       const backoffMs = backoff(job.attemptsMade + 1, deps.backoffMs)
-      const plan = planSubmission(request, outcome, { dueSince: job.timestamp + (job.opts.delay ?? 0), now: Date.now(), backoffMs })
+      const plan = planSubmission(request, outcome, {
+        dueSince: job.timestamp + (job.opts.delay ?? 0),
+        now: Date.now(),
+        backoffMs,
+        accountBackoffMs: accountBackoff(),
+      })
       for (const [outcome, count] of Object.entries(plan.counts)) deps.onSubmission?.(outcome as SubmissionOutcome, count)
       if (plan.settle.length > 0) await store.settle(plan.settle)
       await deps.apply(plan.transitions)
@@ -88,6 +133,16 @@ export function makeSendProcessor(deps: SendDeps) {
         'submitted to infobip',
       )
       if (plan.giveUp) throw new UnrecoverableError(plan.giveUp)
+      if (plan.accountError) return accountProblem(plan.accountError, plan.pauseMs)
+      accountFailures = 0
+      if (plan.lookUp.length > 0) {
+        // Infobip has these from an earlier submission: its logs tell their real status. Failing that,
+        // they are PENDING, and the delivery report or the reconciler will tell.
+        await lookUp(plan.lookUp).catch((error: Error) => {
+          if (error instanceof InfobipAuthError) throw error
+          jobLog.warn({ count: plan.lookUp.length, error: error.message }, 'lookup of messages Infobip already had failed')
+        })
+      }
       if (plan.pauseMs !== undefined) {
         jobLog.warn({ waitMs: plan.pauseMs }, 'infobip rate limit: pausing the send queue')
         await deps.pauseQueue(plan.pauseMs)
@@ -136,8 +191,9 @@ export function makeSendProcessor(deps: SendDeps) {
     let known = new Set<string>()
     try {
       known = await lookUp(ids)
-    } catch {
-      // The lookup failed too: what remains unknown ends FAILED, as configured.
+    } catch (error) {
+      // A key that does not work fails no message; any other failed lookup leaves the messages unknown: FAILED, as configured.
+      if (error instanceof InfobipAuthError) throw error
     }
     const error = { code: 'RETRIES_EXHAUSTED', message: `gave up after ${job.attemptsMade + 1} attempts: ${reason}` }
     await deps.apply(ids.filter((id) => !known.has(id)).map((id) => ({ id, status: STATUS.FAILED, source: 'send', error, settlesSubmission: true })))

@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis'
 import type { Logger } from 'pino'
 import { callbackJobOptions, type CallbackJob } from '../src/callbacks.js'
 import { listOf, type Config } from '../src/config.js'
-import { InfobipClient } from '../src/infobip/client.js'
+import { InfobipClient, LOGS_CALLS_PER_MINUTE } from '../src/infobip/client.js'
 import { countTransitions, SharedMetrics } from '../src/metrics.js'
 import { createQueue, QUEUE, sendJobOptions, type DlrJob, type SendJob } from '../src/queues.js'
 import { connectOrExplain, createRedis } from '../src/redis.js'
@@ -54,7 +54,9 @@ export async function startWorkers(config: Config, log: Logger): Promise<Running
   const metrics = new SharedMetrics(redis, config.KEY_PREFIX, log.child({ component: 'metrics' }))
   const callbackQueue = createQueue<CallbackJob>(QUEUE.callback, connection, config)
   const apply = makeApplyTransitions({ store, callbackQueue, callbackOptions: callbackJobOptions(config), onApplied: countTransitions(metrics) })
-  const shared: Shared = { config, log, connection, store, infobip: new InfobipClient(config), metrics, apply, callbackQueue }
+  // Every process takes its calls to Infobip's logs API from one budget in Redis.
+  const infobip = new InfobipClient(config, { logsBudget: () => store.reserveLogsCall(LOGS_CALLS_PER_MINUTE) })
+  const shared: Shared = { config, log, connection, store, infobip, metrics, apply, callbackQueue }
 
   const kinds = listOf(config.WORKER_QUEUES) as WorkerKind[]
   const running = await Promise.all(kinds.map((kind) => KINDS[kind](shared)))
@@ -99,6 +101,7 @@ async function startSend(shared: Shared): Promise<Running> {
     rateLimitPerSecond: config.SEND_RATE_LIMIT_PER_SECOND,
     pauseQueue: (ms) => worker.rateLimit(ms),
     onSubmission: (outcome, n) => metrics.inc('sms_infobip_submissions_total', { outcome }, n),
+    onMissing: (n) => metrics.inc('sms_send_jobs_missing_total', {}, n),
   })
   const worker = new Worker<SendJob>(QUEUE.send, processor, {
     ...workerOptions(shared, config.SEND_CONCURRENCY),

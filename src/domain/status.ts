@@ -56,6 +56,8 @@ export interface InfobipError {
   permanent?: boolean
 }
 
+/** Infobip status id of REJECTED_DUPLICATE_MESSAGE_ID: Infobip already has a message with this id. */
+export const REJECTED_DUPLICATE_MESSAGE_ID = 23
 /** Infobip status id of REJECTED_SYSTEM_ERROR: a rejection worth retrying. */
 export const REJECTED_SYSTEM_ERROR = 21
 /** Infobip status id of DELIVERED_TO_OPERATOR: delivered to the network, not yet to the handset. */

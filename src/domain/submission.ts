@@ -1,6 +1,6 @@
 import type { DestinationResult, SubmitOutcome } from '../infobip/requests.js'
 import type { Submission, Transition } from './message.js'
-import { REJECTED_SYSTEM_ERROR, STATUS, statusFromInfobip } from './status.js'
+import { REJECTED_DUPLICATE_MESSAGE_ID, REJECTED_SYSTEM_ERROR, STATUS, statusFromInfobip } from './status.js'
 
 /**
  * What one answer of Infobip's send API means for the messages of the request: which status changes
@@ -10,7 +10,7 @@ import { REJECTED_SYSTEM_ERROR, STATUS, statusFromInfobip } from './status.js'
  */
 
 /** `sms_infobip_submissions_total{outcome}`: every message of a request counts once. */
-export const SUBMISSION_OUTCOMES = ['accepted', 'rejected', 'http_4xx', 'http_429', 'http_5xx', 'network'] as const
+export const SUBMISSION_OUTCOMES = ['accepted', 'rejected', 'http_401', 'http_403', 'http_4xx', 'http_429', 'http_5xx', 'network'] as const
 export type SubmissionOutcome = (typeof SUBMISSION_OUTCOMES)[number]
 
 /** How long a message may wait through Infobip 429s before it ends FAILED/RATE_LIMITED. */
@@ -25,6 +25,10 @@ export interface SubmissionPlan {
   retry: string[]
   /** To submit again now, each in a request of its own, so that one bad message cannot fail the others. */
   alone: string[]
+  /** Infobip has these already: to look up in its logs for their real status. */
+  lookUp: string[]
+  /** The API key does not work (401/403): no message is at fault; the queue waits for the key. */
+  accountError?: { status: 401 | 403; detail: string }
   /** Pause the whole send queue this long, and put the job back without using up an attempt. */
   pauseMs?: number
   /** Nothing of the job is worth another attempt: it ends, with this reason. */
@@ -38,11 +42,13 @@ export interface PlanContext {
   now: number
   /** The wait before the next try when Infobip gives no `Retry-After`. */
   backoffMs: number
+  /** The wait before trying a key that answered 401/403 again (grows, at most a minute). */
+  accountBackoffMs: number
 }
 
 export function planSubmission(messages: Submission[], outcome: SubmitOutcome, context: PlanContext): SubmissionPlan {
   const ids = messages.map((m) => m.id)
-  const plan: SubmissionPlan = { transitions: [], settle: [], retry: [], alone: [], counts: {} }
+  const plan: SubmissionPlan = { transitions: [], settle: [], retry: [], alone: [], lookUp: [], counts: {} }
   switch (outcome.kind) {
     case 'accepted':
       return planAccepted(plan, ids, outcome.bulkId, outcome.results)
@@ -54,6 +60,12 @@ export function planSubmission(messages: Submission[], outcome: SubmitOutcome, c
         plan.giveUp = 'rate limited for 24 h'
       } else plan.pauseMs = outcome.retryAfterMs ?? context.backoffMs
       return plan
+    case 'unauthorized':
+      plan.counts[outcome.status === 401 ? 'http_401' : 'http_403'] = ids.length
+      plan.settle = ids
+      plan.accountError = { status: outcome.status, detail: outcome.detail }
+      plan.pauseMs = context.accountBackoffMs
+      return plan
     case 'client_error':
       plan.counts.http_4xx = ids.length
       plan.settle = ids
@@ -61,13 +73,10 @@ export function planSubmission(messages: Submission[], outcome: SubmitOutcome, c
       else plan.transitions = failed(ids, 'INFOBIP_4XX', `Infobip answered ${outcome.status}: ${outcome.detail}`)
       return plan
     case 'server_error':
-      plan.counts.http_5xx = ids.length
-      plan.settle = ids
-      plan.retry = ids
-      return plan
     case 'network':
-      // The outcome is unknown: the in-flight markers stay, so the next attempt looks the messages up first.
-      plan.counts.network = ids.length
+      // The outcome is unknown (a gateway may answer 502 after Infobip accepted the request): the
+      // in-flight markers stay, so the next attempt looks the messages up before submitting again.
+      plan.counts[outcome.kind === 'network' ? 'network' : 'http_5xx'] = ids.length
       plan.retry = ids
       return plan
   }
@@ -85,6 +94,12 @@ function planAccepted(plan: SubmissionPlan, ids: string[], bulkId: string | unde
     const result = byId.get(id)
     if (!result) {
       plan.retry.push(id)
+      continue
+    }
+    if (result.status?.groupId === 5 && result.status.id === REJECTED_DUPLICATE_MESSAGE_ID) {
+      // Our ids are unique: Infobip has this message from an earlier submission whose answer was lost.
+      plan.transitions.push({ id, status: STATUS.PENDING, source: 'send', infobipStatus: result.status.name, settlesSubmission: true })
+      plan.lookUp.push(id)
       continue
     }
     if (result.status?.groupId === 5 && result.status.id === REJECTED_SYSTEM_ERROR) {

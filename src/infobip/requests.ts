@@ -67,10 +67,12 @@ export function v2Body(messages: Submission[], webhook: WebhookTarget): unknown 
   }
 }
 
-/** What became of one submission request. `network` leaves the outcome unknown. */
+/** What became of one submission request. `network` and `server_error` leave the outcome unknown. */
 export type SubmitOutcome =
   | { kind: 'accepted'; bulkId?: string; results: DestinationResult[] }
   | { kind: 'rate_limited'; retryAfterMs?: number; detail: string }
+  /** 401 or 403: the API key is wrong, revoked or lacks a scope — the account's problem, not the messages'. */
+  | { kind: 'unauthorized'; status: 401 | 403; detail: string }
   | { kind: 'client_error'; status: number; detail: string }
   | { kind: 'server_error'; status: number; detail: string }
   | { kind: 'network'; detail: string }
@@ -82,6 +84,7 @@ export function classifySendAnswer(status: number, headers: Record<string, strin
     const wait = retryAfterMs(headers['retry-after'])
     return { kind: 'rate_limited', ...(wait !== undefined ? { retryAfterMs: wait } : {}), detail: errorText(json) }
   }
+  if (status === 401 || status === 403) return { kind: 'unauthorized', status, detail: errorText(json) }
   if (status >= 400 && status < 500) return { kind: 'client_error', status, detail: errorText(json) }
   return { kind: 'server_error', status, detail: errorText(json) }
 }

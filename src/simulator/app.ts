@@ -1,11 +1,28 @@
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto'
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyReply } from 'fastify'
-import { Type } from '@sinclair/typebox'
+import { Type, type Static } from '@sinclair/typebox'
 import type { FastifyPluginAsyncTypebox, TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import { ConfigError, listOf, type Config } from '../config.js'
+import { maskPhone } from '../domain/phone.js'
+import { analyzeText } from '../domain/segments.js'
 import {
-  behaviourFor, deliveryReport, errorBody, logEntry, messageCount, STATUSES, supersedes, v2Error, v3Error, worstRefusal,
-  type Api, type DeliveryReport, type RefusalCode, type SentMessage, type Shown, type Violation,
+  behaviourFor,
+  deliveryReport,
+  ERRORS,
+  errorBody,
+  logEntry,
+  STATUSES,
+  supersedes,
+  v2Error,
+  v3Error,
+  worstRefusal,
+  type Api,
+  type RefusalCode,
+  type SentMessage,
+  type Shown,
+  type SimulatedReport,
+  type StatusObject,
+  type Violation,
 } from './outcomes.js'
 import { Reporter } from './reporter.js'
 import { Timers } from './timers.js'
@@ -13,7 +30,21 @@ import { Timers } from './timers.js'
 /**
  * The built-in Infobip simulator (SPEC §8): Infobip's send and logs API, delivery reports pushed to each
  * message's URL, outcomes picked by the destination's last four digits, and knobs for latency, failures
- * and rate limits. `/_sim/*` lets tests see what it received; it is not part of Infobip's API.
+ * and rate limits. Like Infobip it answers status 23 REJECTED_DUPLICATE_MESSAGE_ID for a messageId it has
+ * accepted before, so a retry after a lost answer is never sent twice.
+ *
+ * `/_sim/*` is not part of Infobip's API and needs no key:
+ * - `GET /_sim/messages/:messageId`: what it received for a messageId. `submissions` counts the
+ *   destinations that carried it (refused and duplicate ones included), `accepted` the acceptances (never
+ *   more than one), `reportsPosted` its reports that were POSTed successfully.
+ * - `GET /_sim/stats`: send requests, acceptances, `duplicates` (destinations answered 23), reports.
+ * - `POST /_sim/auth`, for staging a key rotation or a missing scope; fields left out keep their state:
+ *   - `{ "apiKey": "new-key" }`: from now on only `App new-key` is accepted; the old key gets 401.
+ *   - `{ "unauthorizedForMs": 3000 }`: every send and logs request gets 401 for that long (0 ends it).
+ *   - `{ "forbidden": "logs" }`: logs requests get 403, as for a send-only key without `sms:logs:read`;
+ *     `"send"` does the same to sends, `true` to both, `false` to neither.
+ *   It answers the state: `{ "unauthorizedForMs": <ms left>, "forbidden": … }`. Errors come in the
+ *   calling API version's shape (E401/E403 on /sms/3, UNAUTHORIZED/FORBIDDEN on /sms/2).
  */
 
 export interface SimulatorOptions {
@@ -25,7 +56,11 @@ const HOLD_MS = 60_000
 /** Messages remembered for the logs and inspection APIs; the oldest are forgotten first. */
 const MAX_MESSAGES = 200_000
 const LOGS_PER_MINUTE = 120
+const LOGS_PATH = '/sms/3/logs'
 const DEFAULT_SENDER = 'InfoSMS'
+/** What a proxy in front of Infobip answers when it loses Infobip's answer (0012). */
+const BAD_GATEWAY_PAGE =
+  '<html>\n<head><title>502 Bad Gateway</title></head>\n<body>\n<center><h1>502 Bad Gateway</h1></center>\n<hr><center>nginx</center>\n</body>\n</html>\n'
 
 // ---------------------------------------------------------------------------------------------------
 // Schemas (lenient like Infobip: unknown fields are accepted and ignored)
@@ -37,42 +72,64 @@ const Destination = Type.Object({
 const Destinations = Type.Array(Destination, { minItems: 1 })
 
 const V3Body = Type.Object({
-  messages: Type.Array(Type.Object({
-    sender: Type.Optional(Type.String()),
-    destinations: Destinations,
-    content: Type.Object({ text: Type.String({ minLength: 1 }) }),
-    webhooks: Type.Optional(Type.Object({
-      delivery: Type.Optional(Type.Object({ url: Type.Optional(Type.String()), notify: Type.Optional(Type.Boolean()) })),
-      callbackData: Type.Optional(Type.String({ maxLength: 4000 })),
-    })),
-  }), { minItems: 1 }),
-  options: Type.Optional(Type.Object({
-    schedule: Type.Optional(Type.Object({ bulkId: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })) })),
-  })),
+  messages: Type.Array(
+    Type.Object({
+      sender: Type.Optional(Type.String()),
+      destinations: Destinations,
+      content: Type.Object({ text: Type.String({ minLength: 1 }) }),
+      webhooks: Type.Optional(
+        Type.Object({
+          delivery: Type.Optional(Type.Object({ url: Type.Optional(Type.String()), notify: Type.Optional(Type.Boolean()) })),
+          callbackData: Type.Optional(Type.String({ maxLength: 4000 })),
+        }),
+      ),
+    }),
+    { minItems: 1 },
+  ),
+  options: Type.Optional(
+    Type.Object({
+      schedule: Type.Optional(Type.Object({ bulkId: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })) })),
+      includeSmsCountInResponse: Type.Optional(Type.Boolean()),
+    }),
+  ),
 })
 
 const V2Body = Type.Object({
   bulkId: Type.Optional(Type.String({ minLength: 1, maxLength: 100 })),
-  messages: Type.Array(Type.Object({
-    from: Type.Optional(Type.String()),
-    destinations: Destinations,
-    text: Type.String({ minLength: 1 }),
-    notifyUrl: Type.Optional(Type.String()),
-    callbackData: Type.Optional(Type.String({ maxLength: 4000 })),
-  }), { minItems: 1 }),
+  messages: Type.Array(
+    Type.Object({
+      from: Type.Optional(Type.String()),
+      destinations: Destinations,
+      text: Type.String({ minLength: 1 }),
+      notifyUrl: Type.Optional(Type.String()),
+      callbackData: Type.Optional(Type.String({ maxLength: 4000 })),
+    }),
+    { minItems: 1 },
+  ),
 })
 
+/** Repeated (`messageId=a&messageId=b`, as Infobip's SDKs send it), comma-separated, or both. */
+const IdList = Type.Optional(Type.Union([Type.String(), Type.Array(Type.String())]))
 const LogsQuery = Type.Object({
-  messageId: Type.Optional(Type.String()),
-  bulkId: Type.Optional(Type.String()),
+  messageId: IdList,
+  bulkId: IdList,
   limit: Type.Integer({ minimum: 1, maximum: 1000, default: 50 }),
 })
 
-const StatusSchema = Type.Object({
-  groupId: Type.Integer(), groupName: Type.String(), id: Type.Integer(), name: Type.String(), description: Type.String(),
+// Infobip's status and error objects as the simulator sends them: every field present.
+const StatusObjectSchema = Type.Object({
+  groupId: Type.Integer(),
+  groupName: Type.String(),
+  id: Type.Integer(),
+  name: Type.String(),
+  description: Type.String(),
 })
-const ErrorSchema = Type.Object({
-  groupId: Type.Integer(), groupName: Type.String(), id: Type.Integer(), name: Type.String(), description: Type.String(),
+const ErrorObjectSchema = Type.Object({
+  groupId: Type.Integer(),
+  groupName: Type.String(),
+  id: Type.Integer(),
+  name: Type.String(),
+  description: Type.String(),
   permanent: Type.Boolean(),
 })
 const Price = Type.Object({ pricePerMessage: Type.Number(), currency: Type.String() })
@@ -93,45 +150,79 @@ const V2Error = Type.Object({
     }),
   }),
 })
-const errorsOf = <T extends typeof V3Error | typeof V2Error>(shape: T) => ({ 400: shape, 401: shape, 429: shape, 500: shape })
+const errorsOf = <T extends typeof V3Error | typeof V2Error>(shape: T) => ({ 400: shape, 401: shape, 403: shape, 429: shape, 500: shape })
 
 const V3Answer = Type.Object({
   bulkId: Type.String(),
-  messages: Type.Array(Type.Object({
-    messageId: Type.String(), status: StatusSchema, destination: Type.String(),
-    details: Type.Object({ messageCount: Type.Integer() }),
-  })),
+  messages: Type.Array(
+    Type.Object({
+      messageId: Type.String(),
+      status: StatusObjectSchema,
+      destination: Type.String(),
+      details: Type.Optional(Type.Object({ messageCount: Type.Integer() })),
+    }),
+  ),
 })
 const V2Answer = Type.Object({
   bulkId: Type.String(),
-  messages: Type.Array(Type.Object({
-    messageId: Type.String(), status: StatusSchema, to: Type.String(), smsCount: Type.Integer(),
-  })),
+  messages: Type.Array(
+    Type.Object({
+      messageId: Type.String(),
+      status: StatusObjectSchema,
+      to: Type.String(),
+      smsCount: Type.Integer(),
+    }),
+  ),
 })
 const LogsAnswer = Type.Object({
-  results: Type.Array(Type.Object({
-    sender: Type.String(), destination: Type.String(), bulkId: Type.String(), messageId: Type.String(),
-    sentAt: Type.String(), doneAt: Type.Optional(Type.String()), messageCount: Type.Integer(),
-    price: Price, status: StatusSchema, error: ErrorSchema,
-  })),
+  results: Type.Array(
+    Type.Object({
+      sender: Type.String(),
+      destination: Type.String(),
+      bulkId: Type.String(),
+      messageId: Type.String(),
+      sentAt: Type.String(),
+      doneAt: Type.Optional(Type.String()),
+      messageCount: Type.Integer(),
+      price: Price,
+      status: StatusObjectSchema,
+      error: ErrorObjectSchema,
+    }),
+  ),
   cursor: Type.Object({ limit: Type.Integer() }),
 })
 
 const MessageView = Type.Object({
-  messageId: Type.String(), to: Type.String(), text: Type.String(), sender: Type.String(),
-  submissions: Type.Integer(), accepted: Type.Integer(), reportsPosted: Type.Integer(),
+  messageId: Type.String(),
+  to: Type.String(),
+  text: Type.String(),
+  sender: Type.String(),
+  submissions: Type.Integer(),
+  accepted: Type.Integer(),
+  reportsPosted: Type.Integer(),
 })
 const StatsView = Type.Object({
-  requests: Type.Integer(), accepted: Type.Integer(), reportsPosted: Type.Integer(),
-  reportPostsFailed: Type.Integer(), reportsDropped: Type.Integer(),
+  requests: Type.Integer(),
+  accepted: Type.Integer(),
+  duplicates: Type.Integer(),
+  reportsPosted: Type.Integer(),
+  reportPostsFailed: Type.Integer(),
+  reportsDropped: Type.Integer(),
 })
 const NotFound = Type.Object({ statusCode: Type.Literal(404), error: Type.String(), message: Type.String() })
+const Forbidden = Type.Union([Type.Boolean(), Type.Literal('send'), Type.Literal('logs')])
+const AuthChange = Type.Object({
+  apiKey: Type.Optional(Type.String({ minLength: 1 })),
+  unauthorizedForMs: Type.Optional(Type.Integer({ minimum: 0 })),
+  forbidden: Type.Optional(Forbidden),
+})
+const AuthView = Type.Object({ unauthorizedForMs: Type.Integer(), forbidden: Forbidden })
 
 // ---------------------------------------------------------------------------------------------------
 // State
 
-/** One destination of a submission, the same for v2 and v3. */
-interface Submission {
+/** One destination of a send request as received, the same for v2 and v3. */
+interface ReceivedDestination {
   /** Where it sits in the request, for violations: `messages[0].destinations[1]`. */
   path: string
   messageId?: string
@@ -148,18 +239,30 @@ interface SimMessage extends SentMessage {
   submissions: number
   accepted: number
   reportsPosted: number
+  /** When the logs API starts showing it (SIM_LOGS_LAG_MS after it was accepted or rejected); unset before. */
+  loggedFrom?: number
   /** The latest report, as the logs API shows it. */
   shown?: Shown
 }
 
-type SubmitResult =
-  | { refused: RefusalCode; offender?: Submission }
-  | { accepted: SentMessage[]; hold: boolean }
+/** What the answer says about one destination. */
+interface Verdict {
+  message: SentMessage
+  status: StatusObject
+}
+
+type SubmitResult = { refused: RefusalCode; offender?: ReceivedDestination } | { verdicts: Verdict[]; hold: boolean; badGateway: boolean }
+
+/** The part of the key's permissions a request needs (SPEC §7: sending and `sms:logs:read`). */
+type Scope = 'send' | 'logs'
 
 /** Counts calls over the last `windowMs`; a sliding window so that limits hold at any instant. */
 class SlidingWindow {
   private readonly times: number[] = []
-  constructor(private readonly limit: number, private readonly windowMs: number) {}
+  constructor(
+    private readonly limit: number,
+    private readonly windowMs: number,
+  ) {}
 
   /** Records a call at `now` and returns 0, or refuses it and returns the ms until one is allowed. */
   take(now: number): number {
@@ -170,12 +273,16 @@ class SlidingWindow {
   }
 }
 
-const maskPhone = (to: string): string => `…${to.slice(-4)}`
+/** Destinations may carry punctuation such as a leading `+`; the service's mask takes digits. */
+const masked = (to: string): string => maskPhone(to.replace(/\D/g, ''))
+
+/** `messageId=a,b&messageId=c` → a, b, c. */
+const idsOf = (value: string | string[] | undefined): string[] => [value ?? []].flat().flatMap((v) => listOf(v))
 
 class Simulator {
-  /** requests: send requests that passed auth and validation; accepted: destinations accepted. */
-  readonly stats = { requests: 0, accepted: 0 }
-  readonly reporter: Reporter<DeliveryReport>
+  /** requests: send requests that passed auth and validation; accepted: destinations accepted; duplicates: answered 23. */
+  readonly stats = { requests: 0, accepted: 0, duplicates: 0 }
+  readonly reporter: Reporter<SimulatedReport>
   readonly logsLimit = new SlidingWindow(LOGS_PER_MINUTE, 60_000)
   private readonly sendLimit: SlidingWindow | undefined
   private readonly messages = new Map<string, SimMessage>()
@@ -184,47 +291,67 @@ class Simulator {
   private readonly timers = new Timers()
   private readonly waits = new Set<() => void>()
   private injectedFailures = 0
-  private readonly expectedAuth: Buffer
+  private expectedAuth: Buffer
+  private unauthorizedUntil = 0
+  private forbidden: Static<typeof Forbidden> = false
 
-  constructor(private readonly config: Config, apiKey: string, private readonly log: FastifyBaseLogger) {
+  constructor(
+    private readonly config: Config,
+    apiKey: string,
+    private readonly log: FastifyBaseLogger,
+  ) {
     this.expectedAuth = sha256(`App ${apiKey}`)
     this.sendLimit = config.SIM_RATE_LIMIT_PER_SECOND > 0 ? new SlidingWindow(config.SIM_RATE_LIMIT_PER_SECOND, 1000) : undefined
-    this.reporter = new Reporter<DeliveryReport>({ log, onPosted: (reports) => this.countPosted(reports) })
+    this.reporter = new Reporter<SimulatedReport>({ log, onPosted: (reports) => this.countPosted(reports) })
   }
 
-  /** Constant-time: hashing first makes both sides the same length whatever was sent. */
-  authorized(header: string | undefined): boolean {
-    return timingSafeEqual(sha256(header ?? ''), this.expectedAuth)
+  /** 401 for a wrong key or while an outage staged by `POST /_sim/auth` lasts; 403 for a scope the key lacks. */
+  authError(header: string | undefined, scope: Scope): 401 | 403 | undefined {
+    // Constant-time: hashing first makes both sides the same length whatever was sent.
+    if (!timingSafeEqual(sha256(header ?? ''), this.expectedAuth) || Date.now() < this.unauthorizedUntil) return 401
+    if (this.forbidden === true || this.forbidden === scope) return 403
+    return undefined
+  }
+
+  changeAuth(change: Static<typeof AuthChange>) {
+    if (change.apiKey !== undefined) this.expectedAuth = sha256(`App ${change.apiKey}`)
+    if (change.unauthorizedForMs !== undefined) this.unauthorizedUntil = Date.now() + change.unauthorizedForMs
+    if (change.forbidden !== undefined) this.forbidden = change.forbidden
+    const state = { unauthorizedForMs: Math.max(0, this.unauthorizedUntil - Date.now()), forbidden: this.forbidden }
+    this.log.info({ keyChanged: change.apiKey !== undefined, ...state }, 'auth changed')
+    return state
   }
 
   /**
-   * Decides a send request as a whole: one refused destination refuses the request (real Infobip rejects a
-   * bad request whole). Accepted messages are recorded here, before any latency, so a client that dies
-   * while waiting for the answer has nevertheless been accepted.
+   * Decides a send request: one refused destination refuses the request as a whole (real Infobip rejects
+   * a bad request whole); otherwise each destination gets its own verdict. Accepted messages are recorded
+   * here, before any latency, so a client that dies while waiting for the answer has nevertheless been
+   * accepted.
    */
-  submit(api: Api, bulkId: string, subs: Submission[]): SubmitResult {
+  submit(api: Api, bulkId: string, received: ReceivedDestination[]): SubmitResult {
     this.stats.requests++
-    for (const s of subs) this.countSubmission(api, bulkId, s)
+    for (const d of received) this.countSubmission(api, bulkId, d)
     if (this.sendLimit && this.sendLimit.take(Date.now()) > 0) return { refused: 429 }
     // Every destination's refusal counts as answered, even when another one's code is the one sent.
-    const refusals = subs.map((s) => this.refusalFor(s))
+    const refusals = received.map((d) => this.refusalFor(d))
     const refused = worstRefusal(refusals.filter((code) => code !== undefined))
-    if (refused) return { refused, offender: subs[refusals.indexOf(refused)] }
+    if (refused) return { refused, offender: received[refusals.indexOf(refused)] }
     const failure = this.injectedFailure()
     if (failure === 'error') return { refused: 500 }
-    const accepted = subs.map((s) => this.accept(api, bulkId, s))
-    this.log.debug({ bulkId, messages: accepted.length, hold: failure === 'timeout' }, 'accepted')
-    return { accepted, hold: failure === 'timeout' }
+    const verdicts = received.map((d) => this.decide(api, bulkId, d))
+    // The gateway fails on the way back from an acceptance: a retry that is answered 23 gets through.
+    const badGateway = received.some((d, i) => behaviourFor(d.to).badGateway === true && verdicts[i]!.status === STATUSES.PENDING_ACCEPTED)
+    this.log.debug({ bulkId, messages: verdicts.length, hold: failure === 'timeout', badGateway }, 'decided')
+    return { verdicts, hold: failure === 'timeout', badGateway }
   }
 
-  lookup(query: { messageId?: string; bulkId?: string; limit: number }) {
-    const ids = [...new Set(listOf(query.messageId))]
-    const bulkIds = new Set(listOf(query.bulkId))
-    const candidates = ids.length > 0
-      ? ids.map((id) => this.messages.get(id)).filter((m) => m !== undefined)
-      : [...this.messages.values()].reverse() // newest first, like Infobip
+  lookup(query: { messageId?: string | string[]; bulkId?: string | string[]; limit: number }) {
+    const now = Date.now()
+    const ids = [...new Set(idsOf(query.messageId))]
+    const bulkIds = new Set(idsOf(query.bulkId))
+    const candidates = ids.length > 0 ? ids.map((id) => this.messages.get(id)).filter((m) => m !== undefined) : [...this.messages.values()].reverse() // newest first, like Infobip
     return candidates
-      .filter((m) => m.accepted > 0 && (bulkIds.size === 0 || bulkIds.has(m.bulkId)))
+      .filter((m) => m.loggedFrom !== undefined && m.loggedFrom <= now && (bulkIds.size === 0 || bulkIds.has(m.bulkId)))
       .slice(0, query.limit)
       .map((m) => logEntry(m, m.shown))
   }
@@ -277,21 +404,21 @@ class Simulator {
     await this.reporter.close()
   }
 
-  private countSubmission(api: Api, bulkId: string, s: Submission): void {
-    if (s.messageId === undefined) return // nothing to look it up by until it is accepted
-    const known = this.messages.get(s.messageId)
+  private countSubmission(api: Api, bulkId: string, d: ReceivedDestination): void {
+    if (d.messageId === undefined) return // nothing to look it up by until it is accepted
+    const known = this.messages.get(d.messageId)
     if (known) known.submissions++
-    else this.remember({ ...this.sent(api, bulkId, s.messageId, s), text: s.text, submissions: 1, accepted: 0, reportsPosted: 0 })
+    else this.remember({ ...this.sent(api, bulkId, d.messageId, d), text: d.text, submissions: 1, accepted: 0, reportsPosted: 0 })
   }
 
-  private refusalFor(s: Submission): RefusalCode | undefined {
-    const refuse = behaviourFor(s.to).refuse
+  private refusalFor(d: ReceivedDestination): RefusalCode | undefined {
+    const refuse = behaviourFor(d.to).refuse
     if (!refuse) return undefined
-    const key = s.messageId ?? `to:${s.to}`
+    const key = d.messageId ?? `to:${d.to}`
     const answered = this.refusals.get(key) ?? 0
     if (answered >= refuse.times) return undefined
     this.refusals.set(key, answered + 1)
-    this.log.info({ messageId: s.messageId, to: maskPhone(s.to), code: refuse.code }, 'refusing by destination')
+    this.log.info({ messageId: d.messageId, to: masked(d.to), code: refuse.code }, 'refusing by destination')
     return refuse.code
   }
 
@@ -302,22 +429,44 @@ class Simulator {
     return this.injectedFailures % 2 === 1 ? 'error' : 'timeout'
   }
 
-  private accept(api: Api, bulkId: string, s: Submission): SentMessage {
-    const sent = this.sent(api, bulkId, s.messageId ?? randomUUID(), s)
+  /**
+   * Accepts one destination, or rejects it on its own: 23 when its messageId was accepted before (refused
+   * tries of 0004 and 0005 were not), else the REJECTED status its outcome says (0011). Only an acceptance
+   * or a rejection of its own puts a message in the logs.
+   */
+  private decide(api: Api, bulkId: string, d: ReceivedDestination): Verdict {
+    const sent = this.sent(api, bulkId, d.messageId ?? randomUUID(), d)
     const known = this.messages.get(sent.messageId)
+    if (known && known.accepted > 0) {
+      // The earlier message goes on untouched: same reports, same log entry, not sent again.
+      this.stats.duplicates++
+      return { message: sent, status: STATUSES.REJECTED_DUPLICATE_MESSAGE_ID }
+    }
     const record: SimMessage = known
-      ? Object.assign(known, sent, { text: s.text, shown: undefined })
-      : this.remember({ ...sent, text: s.text, submissions: 1, accepted: 0, reportsPosted: 0 })
+      ? Object.assign(known, sent, { text: d.text, shown: undefined })
+      : this.remember({ ...sent, text: d.text, submissions: 1, accepted: 0, reportsPosted: 0 })
+    record.loggedFrom = sent.sentAt + this.config.SIM_LOGS_LAG_MS
+    const { reject } = behaviourFor(d.to)
+    if (reject) {
+      record.shown = { status: reject, error: ERRORS.NO_ERROR, doneAt: sent.sentAt }
+      return { message: sent, status: reject }
+    }
     record.accepted++
     this.stats.accepted++
-    this.scheduleReports(record, sent, s.url)
-    return sent
+    this.scheduleReports(record, sent, d.url)
+    return { message: sent, status: STATUSES.PENDING_ACCEPTED }
   }
 
-  private sent(api: Api, bulkId: string, messageId: string, s: Submission): SentMessage {
+  private sent(api: Api, bulkId: string, messageId: string, d: ReceivedDestination): SentMessage {
     return {
-      api, bulkId, messageId, to: s.to, sender: s.sender, callbackData: s.callbackData,
-      messageCount: messageCount(s.text), sentAt: Date.now(),
+      api,
+      bulkId,
+      messageId,
+      to: d.to,
+      sender: d.sender,
+      callbackData: d.callbackData,
+      messageCount: analyzeText(d.text).segments,
+      sentAt: Date.now(),
     }
   }
 
@@ -337,7 +486,7 @@ class Simulator {
     })
   }
 
-  private countPosted(reports: readonly DeliveryReport[]): void {
+  private countPosted(reports: readonly SimulatedReport[]): void {
     for (const r of reports) {
       const m = this.messages.get(r.messageId)
       if (m) m.reportsPosted++
@@ -365,11 +514,14 @@ interface ApiScopeOptions {
 /** What every Infobip route shares: auth, latency, and errors in that API version's shape. */
 const infobipScope: FastifyPluginAsyncTypebox<ApiScopeOptions> = async (scope, { sim, api, latencyMs }) => {
   scope.addHook('onRequest', async (request, reply) => {
-    if (sim.authorized(request.headers.authorization)) return
-    return reply.code(401).send(errorBody(api, 401))
+    const code = sim.authError(request.headers.authorization, request.routeOptions.url === LOGS_PATH ? 'logs' : 'send')
+    if (code) return reply.code(code).send(errorBody(api, code))
   })
   // onSend runs after the handler has recorded what it accepted: latency never hides an acceptance.
-  if (latencyMs > 0) scope.addHook('onSend', async () => { await sim.wait(latencyMs).done })
+  if (latencyMs > 0)
+    scope.addHook('onSend', async () => {
+      await sim.wait(latencyMs).done
+    })
   scope.setErrorHandler((err: FastifyError, request, reply) => {
     if (err.validation || (err.statusCode !== undefined && err.statusCode < 500)) {
       return reply.code(400).send(errorBody(api, 400, undefined, violationsOf(err)))
@@ -385,7 +537,10 @@ const infobipScope: FastifyPluginAsyncTypebox<ApiScopeOptions> = async (scope, {
 function violationsOf(err: FastifyError): Violation[] {
   if (!err.validation) return [{ property: 'body', violation: err.message }]
   return err.validation.map((v) => {
-    const path = v.instancePath.replace(/^\//, '').replace(/\/(\d+)/g, '[$1]').replaceAll('/', '.')
+    const path = v.instancePath
+      .replace(/^\//, '')
+      .replace(/\/(\d+)/g, '[$1]')
+      .replaceAll('/', '.')
     const missing = typeof v.params['missingProperty'] === 'string' ? v.params['missingProperty'] : undefined
     return { property: [path, missing].filter(Boolean).join('.') || 'body', violation: v.message ?? 'is invalid' }
   })
@@ -393,20 +548,26 @@ function violationsOf(err: FastifyError): Violation[] {
 
 type ErrorBuilder<B> = (code: RefusalCode, description?: string, violations?: Violation[]) => B
 
-/** The body for a refused request: a 400 names the destination that caused it. */
-/** A refused submission gets its error in the API's own shape; a held one (a "timeout") no answer. */
-async function refuseOrHold<B>(sim: Simulator, reply: FastifyReply, result: ReturnType<Simulator['submit']>, build: ErrorBuilder<B>) {
+/**
+ * The answers without per-destination results: a refused submission gets its error in the API's own
+ * shape, a held one (a "timeout") no answer, one behind a failing gateway (0012) the gateway's page.
+ */
+async function answerWithoutResults<B>(sim: Simulator, reply: FastifyReply, result: SubmitResult, build: ErrorBuilder<B>) {
   if ('refused' in result) {
     if (result.refused === 429) reply.header('retry-after', '1')
     return reply.code(result.refused).send(refusal(build, result.refused, result.offender))
   }
-  await sim.hold(reply)
-  return reply
+  if (result.hold) {
+    await sim.hold(reply)
+    return reply
+  }
+  return reply.code(502).type('text/html').send(BAD_GATEWAY_PAGE)
 }
 
-function refusal<B>(build: ErrorBuilder<B>, code: RefusalCode, offender: Submission | undefined): B {
+/** The body for a refused request: a 400 names the destination that caused it. */
+function refusal<B>(build: ErrorBuilder<B>, code: RefusalCode, offender: ReceivedDestination | undefined): B {
   if (code !== 400 || !offender) return build(code)
-  const description = `Invalid destination address: ${maskPhone(offender.to)} cannot receive messages.`
+  const description = `Invalid destination address: ${masked(offender.to)} cannot receive messages.`
   return build(400, description, [{ property: `${offender.path}.to`, violation: 'invalid destination address' }])
 }
 
@@ -414,29 +575,40 @@ const v3Routes: FastifyPluginAsyncTypebox<{ sim: Simulator }> = async (scope, { 
   const schema = { body: V3Body, response: { 200: V3Answer, ...errorsOf(V3Error) } }
   scope.post('/sms/3/messages', { schema }, async (request, reply) => {
     const bulkId = request.body.options?.schedule?.bulkId ?? randomUUID()
-    const subs = request.body.messages.flatMap((m, i) => m.destinations.map((d, j): Submission => ({
-      path: `messages[${i}].destinations[${j}]`,
-      messageId: d.messageId,
-      to: d.to,
-      text: m.content.text,
-      sender: m.sender ?? DEFAULT_SENDER,
-      url: m.webhooks?.delivery?.notify === false ? undefined : m.webhooks?.delivery?.url,
-      callbackData: m.webhooks?.callbackData,
-    })))
-    const result = sim.submit('v3', bulkId, subs)
-    if ('refused' in result || result.hold) return refuseOrHold(sim, reply, result, v3Error)
+    const received = request.body.messages.flatMap((m, i) =>
+      m.destinations.map((d, j): ReceivedDestination => ({
+        path: `messages[${i}].destinations[${j}]`,
+        messageId: d.messageId,
+        to: d.to,
+        text: m.content.text,
+        sender: m.sender ?? DEFAULT_SENDER,
+        url: m.webhooks?.delivery?.notify === false ? undefined : m.webhooks?.delivery?.url,
+        callbackData: m.webhooks?.callbackData,
+      })),
+    )
+    const result = sim.submit('v3', bulkId, received)
+    if ('refused' in result || result.hold || result.badGateway) return answerWithoutResults(sim, reply, result, v3Error)
+    // Infobip's default is false: without it, the answer does not say how many parts a message took.
+    const withCount = request.body.options?.includeSmsCountInResponse === true
     return {
       bulkId,
-      messages: result.accepted.map((m) => ({
-        messageId: m.messageId, status: STATUSES.PENDING_ACCEPTED, destination: m.to, details: { messageCount: m.messageCount },
+      messages: result.verdicts.map(({ message: m, status }) => ({
+        messageId: m.messageId,
+        status,
+        destination: m.to,
+        ...(withCount ? { details: { messageCount: m.messageCount } } : {}),
       })),
     }
   })
 
   const logsSchema = { querystring: LogsQuery, response: { 200: LogsAnswer, ...errorsOf(V3Error) } }
-  scope.get('/sms/3/logs', { schema: logsSchema }, async (request, reply) => {
+  scope.get(LOGS_PATH, { schema: logsSchema }, async (request, reply) => {
     const waitMs = sim.logsLimit.take(Date.now())
-    if (waitMs > 0) return reply.code(429).header('retry-after', String(Math.ceil(waitMs / 1000))).send(v3Error(429))
+    if (waitMs > 0)
+      return reply
+        .code(429)
+        .header('retry-after', String(Math.ceil(waitMs / 1000)))
+        .send(v3Error(429))
     return { results: sim.lookup(request.query), cursor: { limit: request.query.limit } }
   })
 }
@@ -445,27 +617,32 @@ const v2Routes: FastifyPluginAsyncTypebox<{ sim: Simulator }> = async (scope, { 
   const schema = { body: V2Body, response: { 200: V2Answer, ...errorsOf(V2Error) } }
   scope.post('/sms/2/text/advanced', { schema }, async (request, reply) => {
     const bulkId = request.body.bulkId ?? randomUUID()
-    const subs = request.body.messages.flatMap((m, i) => m.destinations.map((d, j): Submission => ({
-      path: `messages[${i}].destinations[${j}]`,
-      messageId: d.messageId,
-      to: d.to,
-      text: m.text,
-      sender: m.from ?? DEFAULT_SENDER,
-      url: m.notifyUrl,
-      callbackData: m.callbackData,
-    })))
-    const result = sim.submit('v2', bulkId, subs)
-    if ('refused' in result || result.hold) return refuseOrHold(sim, reply, result, v2Error)
+    const received = request.body.messages.flatMap((m, i) =>
+      m.destinations.map((d, j): ReceivedDestination => ({
+        path: `messages[${i}].destinations[${j}]`,
+        messageId: d.messageId,
+        to: d.to,
+        text: m.text,
+        sender: m.from ?? DEFAULT_SENDER,
+        url: m.notifyUrl,
+        callbackData: m.callbackData,
+      })),
+    )
+    const result = sim.submit('v2', bulkId, received)
+    if ('refused' in result || result.hold || result.badGateway) return answerWithoutResults(sim, reply, result, v2Error)
     return {
       bulkId,
-      messages: result.accepted.map((m) => ({
-        messageId: m.messageId, status: STATUSES.PENDING_ACCEPTED, to: m.to, smsCount: m.messageCount,
+      messages: result.verdicts.map(({ message: m, status }) => ({
+        messageId: m.messageId,
+        status,
+        to: m.to,
+        smsCount: m.messageCount,
       })),
     }
   })
 }
 
-/** Test inspection, no auth: what the simulator received and posted. */
+/** Test inspection, no auth: what the simulator received and posted, and the key's state (see the top). */
 const inspectionRoutes: FastifyPluginAsyncTypebox<{ sim: Simulator }> = async (scope, { sim }) => {
   const params = Type.Object({ messageId: Type.String() })
   scope.get('/_sim/messages/:messageId', { schema: { params, response: { 200: MessageView, 404: NotFound } } }, async (request, reply) => {
@@ -474,6 +651,7 @@ const inspectionRoutes: FastifyPluginAsyncTypebox<{ sim: Simulator }> = async (s
     return view
   })
   scope.get('/_sim/stats', { schema: { response: { 200: StatsView } } }, async () => sim.statsView())
+  scope.post('/_sim/auth', { schema: { body: AuthChange, response: { 200: AuthView } } }, async (request) => sim.changeAuth(request.body))
 }
 
 export function buildSimulator(config: Config, opts: SimulatorOptions = {}) {

@@ -6,11 +6,16 @@ import { RANK, statusFromInfobip, type InfobipError, type InfobipStatus } from '
  * Pure: no clock, no I/O — callers pass the times in.
  */
 
-type StatusObject = Required<Omit<InfobipStatus, 'action'>>
+export type StatusObject = Required<Omit<InfobipStatus, 'action'>>
 type ErrorObject = Required<InfobipError>
 
-const status = (groupId: number, groupName: string, id: number, name: string, description: string): StatusObject =>
-  ({ groupId, groupName, id, name, description })
+const status = (groupId: number, groupName: string, id: number, name: string, description: string): StatusObject => ({
+  groupId,
+  groupName,
+  id,
+  name,
+  description,
+})
 
 export const STATUSES = {
   PENDING_ACCEPTED: status(1, 'PENDING', 26, 'PENDING_ACCEPTED', 'Message sent to next instance'),
@@ -20,6 +25,8 @@ export const STATUSES = {
   DELIVERED_TO_HANDSET: status(3, 'DELIVERED', 5, 'DELIVERED_TO_HANDSET', 'Message delivered to handset'),
   EXPIRED_EXPIRED: status(4, 'EXPIRED', 15, 'EXPIRED_EXPIRED', 'Message expired'),
   REJECTED_NETWORK: status(5, 'REJECTED', 6, 'REJECTED_NETWORK', 'Network is forbidden'),
+  REJECTED_DESTINATION_NOT_REGISTERED: status(5, 'REJECTED', 18, 'REJECTED_DESTINATION_NOT_REGISTERED', 'Destination not registered'),
+  REJECTED_DUPLICATE_MESSAGE_ID: status(5, 'REJECTED', 23, 'REJECTED_DUPLICATE_MESSAGE_ID', 'Rejected duplicate message ID'),
 } as const
 
 export const ERRORS = {
@@ -40,6 +47,10 @@ export type RefusalCode = 400 | 429 | 500
 export interface Behaviour {
   /** Refuse the first `times` submissions of the message with `code`, then accept. */
   refuse?: { code: RefusalCode; times: number }
+  /** Answer 200 with this REJECTED status for the destination instead of accepting it; nothing follows. */
+  reject?: StatusObject
+  /** Accept, then answer 502 as a gateway in front of Infobip would: the client cannot tell it was accepted. */
+  badGateway?: boolean
   /** Reports in order; step i is due (i + 1) × SIM_DLR_DELAY_MS after acceptance. */
   reports: ReportStep[]
 }
@@ -61,6 +72,10 @@ export const BEHAVIOURS: Readonly<Record<string, Behaviour>> = {
   '0008': { reports: [delivered, report(STATUSES.PENDING_ENROUTE)] },
   '0009': { reports: [report(STATUSES.DELIVERED_TO_HANDSET, 0)] },
   '0010': { reports: [report(STATUSES.DELIVERED_TO_OPERATOR), delivered] },
+  '0011': { reject: STATUSES.REJECTED_DESTINATION_NOT_REGISTERED, reports: [] },
+  '0012': { badGateway: true, reports: [delivered] },
+  // Some operators never send the handset report (infobip.md): DELIVERED_TO_OPERATOR stays the last word.
+  '0013': { reports: [report(STATUSES.DELIVERED_TO_OPERATOR)] },
 }
 
 /** Punctuation such as a leading `+` does not count: only the last four digits do. */
@@ -68,8 +83,7 @@ export const behaviourFor = (to: string): Behaviour => BEHAVIOURS[to.replace(/\D
 
 /** When one request triggers several refusals, the permanent one wins, then the server error. */
 const REFUSAL_PRECEDENCE: readonly RefusalCode[] = [400, 500, 429]
-export const worstRefusal = (codes: readonly RefusalCode[]): RefusalCode | undefined =>
-  REFUSAL_PRECEDENCE.find((code) => codes.includes(code))
+export const worstRefusal = (codes: readonly RefusalCode[]): RefusalCode | undefined => REFUSAL_PRECEDENCE.find((code) => codes.includes(code))
 
 /**
  * Whether a later report replaces what the logs API shows. Infobip's own view of a message never goes
@@ -80,9 +94,6 @@ export function supersedes(next: StatusObject, current: StatusObject | undefined
   const rank = (s: StatusObject) => RANK[statusFromInfobip(s) ?? 'QUEUED']
   return rank(next) >= rank(current)
 }
-
-/** Roughly Infobip's part count: one part up to 160 characters, 153 per part beyond. */
-export const messageCount = (text: string): number => (text.length <= 160 ? 1 : Math.ceil(text.length / 153))
 
 /** Infobip's timestamp format, `yyyy-MM-dd'T'HH:mm:ss.SSS+0000`. */
 export const infobipTime = (ms: number): string => new Date(ms).toISOString().replace('Z', '+0000')
@@ -120,10 +131,11 @@ export interface V3Report {
 }
 
 export type V2Report = Omit<V3Report, 'sender' | 'messageCount'> & { from: string; smsCount: number }
-export type DeliveryReport = V3Report | V2Report
+/** A report the simulator posts; the service's `DeliveryReport` (src/schemas/infobip.ts) is what it accepts. */
+export type SimulatedReport = V3Report | V2Report
 
 /** The report for one step, in the shape (and field order) of the API the message was sent through. */
-export function deliveryReport(m: SentMessage, step: ReportStep, doneAt: number): DeliveryReport {
+export function deliveryReport(m: SentMessage, step: ReportStep, doneAt: number): SimulatedReport {
   const head = { bulkId: m.bulkId, messageId: m.messageId, to: m.to }
   const times = { sentAt: infobipTime(m.sentAt), doneAt: infobipTime(doneAt) }
   const tail = { mccMnc: MCC_MNC, callbackData: m.callbackData, price: PRICE, status: step.status, error: step.error }
@@ -154,16 +166,32 @@ export function logEntry(m: SentMessage, shown: Shown | undefined) {
   }
 }
 
-export type ErrorCode = 400 | 401 | 429 | 500
+export type ErrorCode = 400 | 401 | 403 | 429 | 500
 
+// The texts of the examples in Infobip's OpenAPI spec (infobip.md §6), without their links to its docs.
 const V3_ERRORS: Record<ErrorCode, { errorCode: string; description: string; action: string }> = {
   400: { errorCode: 'E400', description: 'Request cannot be processed.', action: 'Check the syntax, violations and adjust the request.' },
-  401: { errorCode: 'E401', description: 'Request lacks valid authentication credentials.', action: 'Check the API key and the Authorization header.' },
-  429: { errorCode: 'E429', description: 'Too many requests sent.', action: 'Wait and send the request again.' },
-  500: { errorCode: 'E500', description: 'Something went wrong.', action: 'Try again later.' },
+  401: {
+    errorCode: 'E401',
+    description: 'The request lacks valid authentication credentials for the requested resource.',
+    action: 'Check the resources and adjust authentication credentials.',
+  },
+  403: {
+    errorCode: 'E403',
+    description: 'Insufficient permissions to access the requested resource.',
+    action: 'Repeat the request with new or different credentials.',
+  },
+  429: { errorCode: 'E429', description: 'Too many requests sent.', action: 'Check request rate limit specified in the API endpoint documentation resource.' },
+  500: { errorCode: 'E500', description: 'Something went wrong.', action: 'Contact the support.' },
 }
 
-const V2_IDS: Record<ErrorCode, string> = { 400: 'BAD_REQUEST', 401: 'UNAUTHORIZED', 429: 'TOO_MANY_REQUESTS', 500: 'GENERAL_ERROR' }
+const V2_ERRORS: Record<ErrorCode, { messageId: string; text: string }> = {
+  400: { messageId: 'BAD_REQUEST', text: 'Bad request' },
+  401: { messageId: 'UNAUTHORIZED', text: 'Unauthorized' },
+  403: { messageId: 'FORBIDDEN', text: 'Forbidden' },
+  429: { messageId: 'TOO_MANY_REQUESTS', text: 'Too many requests' },
+  500: { messageId: 'GENERAL_ERROR', text: 'Something went wrong. Please contact support.' },
+}
 
 export interface Violation {
   property: string
@@ -178,10 +206,9 @@ export function v3Error(code: ErrorCode, description?: string, violations: Viola
 
 /** Infobip's legacy error envelope, used on /sms/2/*. */
 export function v2Error(code: ErrorCode, text?: string, violations: Violation[] = []) {
-  const validationErrors = violations.length
-    ? Object.fromEntries(violations.map((v) => [v.property, [v.violation]]))
-    : undefined
-  return { requestError: { serviceException: { messageId: V2_IDS[code], text: text ?? V3_ERRORS[code].description, validationErrors } } }
+  const validationErrors = violations.length ? Object.fromEntries(violations.map((v) => [v.property, [v.violation]])) : undefined
+  const base = V2_ERRORS[code]
+  return { requestError: { serviceException: { ...base, text: text ?? base.text, validationErrors } } }
 }
 
 export const errorBody = (api: Api, code: ErrorCode, description?: string, violations?: Violation[]) =>

@@ -17,6 +17,8 @@ export interface Keys {
   outbox(): string
   unmatched(): string
   sendBudget(second: number): string
+  /** Calls made to Infobip's logs API in one minute (`minute` = Unix time / 60 s). */
+  logsBudget(minute: number): string
   /** Every message, by creation. */
   created(): string
   byStatus(status: Status): string
@@ -26,8 +28,12 @@ export interface Keys {
   byRecipient(to: string): string
   /** Submitted, not yet final: score = submission time (ms); what the reconciler looks up. */
   open(): string
-  /** The number of stale messages (a gauge the reconciler sets). */
+  /** PENDING messages past Infobip's logs window, which nothing will tell more of: score = submission time. */
   stale(): string
+  /** The number of stale messages (the gauge `sms_messages_stale`, set by the reconciler). */
+  staleCount(): string
+  /** Where the reconciler's last run stopped in the open index (a submission time). */
+  reconcileCursor(): string
   /** Counters that every process adds to, for /metrics (a hash: series → value). */
   metrics(): string
   /** The namespace of @fastify/rate-limit's counters. */
@@ -43,13 +49,16 @@ export function makeKeys(prefix: string): Keys {
     outbox: () => `${prefix}:outbox`,
     unmatched: () => `${prefix}:dlr:unmatched`,
     sendBudget: (second) => `${prefix}:budget:send:${second}`,
+    logsBudget: (minute) => `${prefix}:budget:logs:${minute}`,
     created: () => `${prefix}:idx:created`,
     byStatus,
     statusIndexes: () => Object.values(STATUS).map(byStatus),
     byReference: (reference) => `${prefix}:idx:ref:${reference}`,
     byRecipient: (to) => `${prefix}:idx:to:${to}`,
     open: () => `${prefix}:idx:open`,
-    stale: () => `${prefix}:metrics:stale`,
+    stale: () => `${prefix}:idx:stale`,
+    staleCount: () => `${prefix}:metrics:stale`,
+    reconcileCursor: () => `${prefix}:reconcile:cursor`,
     metrics: () => `${prefix}:metrics`,
     rateLimit: () => `${prefix}:ratelimit:`,
   }

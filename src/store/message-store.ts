@@ -1,5 +1,6 @@
 import type { ChainableCommander, Redis } from 'ioredis'
 import {
+  BATCH_SIZE,
   inBatches,
   queuedMessage,
   type Claim,
@@ -53,8 +54,9 @@ export class MessageStore {
    * the outbox until their send jobs exist, so that a crash between the two writes loses nothing.
    */
   async create(messages: NewMessage[], now = new Date()): Promise<Message[]> {
-    const ttl = String(this.#ttlSeconds)
     const ms = String(now.getTime())
+    // A scheduled message is kept MESSAGE_TTL_DAYS after it is due, not after it was accepted.
+    const ttl = (m: Message) => String(this.#ttlSeconds + (m.sendAt ? Math.max(0, Math.ceil((Date.parse(m.sendAt) - now.getTime()) / 1000)) : 0))
     const created = messages.map((m) => queuedMessage(m, (m.createdAt ?? now).toISOString()))
     const outbox = this.keys.outbox()
     const createdIndex = this.keys.created()
@@ -67,7 +69,7 @@ export class MessageStore {
         queuedIndex,
         this.keys.byRecipient(message.to),
         this.keys.byReference(message.reference ?? ''),
-        ttl,
+        ttl(message),
         message.id,
         ms,
         message.reference ? '1' : '',
@@ -150,7 +152,7 @@ export class MessageStore {
   async transition(transitions: Transition[]): Promise<TransitionResult[]> {
     const pipeline = this.#redis.pipeline()
     const now = Date.now()
-    const shared = [this.keys.open(), ...this.keys.statusIndexes()]
+    const shared = [this.keys.open(), this.keys.stale(), ...this.keys.statusIndexes()]
     const ttl = String(this.#ttlSeconds)
     for (const batch of inBatches(transitions)) {
       const keys = [...shared]
@@ -201,7 +203,18 @@ export class MessageStore {
   /** Takes `n` submissions from the global per-second budget; false when it is spent. */
   async reserveSendBudget(n: number, limitPerSecond: number): Promise<boolean> {
     const second = Math.floor(Date.now() / 1000)
-    return (await this.#redis.smsReserveBudget(this.keys.sendBudget(second), n, limitPerSecond)) === 1
+    return (await this.#redis.smsReserveBudget(this.keys.sendBudget(second), n, limitPerSecond, 1)) === 1
+  }
+
+  /**
+   * Takes one call from the logs API's budget of `limitPerMinute`, shared by every process (the send
+   * workers' lookups and the reconciler alike). Returns 0, or when it is spent, the ms until the next minute.
+   */
+  async reserveLogsCall(limitPerMinute: number): Promise<number> {
+    const now = Date.now()
+    const minute = Math.floor(now / 60_000)
+    const taken = (await this.#redis.smsReserveBudget(this.keys.logsBudget(minute), 1, limitPerMinute, 60)) === 1
+    return taken ? 0 : (minute + 1) * 60_000 - now
   }
 
   /** A page of messages matching `query`, newest first (see `searchMessages`). */
@@ -209,33 +222,58 @@ export class MessageStore {
     return searchMessages(this.#redis, this.keys, (ids) => this.getMany(ids), query)
   }
 
-  /** Submitted before `before` (ms) and still not final: the reconciler's work list, oldest first. */
-  async openBefore(before: number, limit: number): Promise<{ id: string; submittedAt: number }[]> {
-    const flat = await this.#redis.zrangebyscore(this.keys.open(), '-inf', before, 'WITHSCORES', 'LIMIT', 0, limit)
-    const open: { id: string; submittedAt: number }[] = []
-    for (let i = 0; i < flat.length; i += 2) open.push({ id: flat[i]!, submittedAt: Number(flat[i + 1]) })
-    return open
-  }
-
-  /** How many open messages were submitted before `before` (ms). */
-  async countOpenBefore(before: number): Promise<number> {
-    return this.#redis.zcount(this.keys.open(), '-inf', before)
-  }
-
-  async setStale(count: number): Promise<void> {
-    await this.#redis.set(this.keys.stale(), count)
+  /**
+   * The reconciler's work list: up to `limit` open messages submitted before `before`, continuing
+   * after the last one the previous call returned and going round, so that no number of open messages
+   * keeps others from being looked up.
+   */
+  async dueForReconcile(before: number, limit: number): Promise<string[]> {
+    const open = this.keys.open()
+    const cursor = (await this.#redis.get(this.keys.reconcileCursor())) ?? '-inf'
+    const after = await this.#redis.zrangebyscore(open, `(${cursor}`, before, 'WITHSCORES', 'LIMIT', 0, limit)
+    const wrapped =
+      after.length / 2 < limit
+        ? await this.#redis.zrangebyscore(open, '-inf', cursor === '-inf' ? '-inf' : `(${cursor}`, 'WITHSCORES', 'LIMIT', 0, limit - after.length / 2)
+        : []
+    const flat = [...after, ...wrapped]
+    if (flat.length > 0) await this.#redis.set(this.keys.reconcileCursor(), flat[flat.length - 1]!)
+    return flat.filter((_, i) => i % 2 === 0)
   }
 
   /**
-   * Index entries of messages older than the retention (their records have expired) are removed;
-   * per-value indexes expire on their own.
+   * Open messages submitted before `before` leave the reconciler's work list: Infobip's logs no longer
+   * know them. Those still PENDING are stale (a SENT one may never get a handset report: it stays SENT).
+   * Returns how many are stale, the ones whose records expired before `expiredBefore` forgotten.
    */
-  async trimIndexes(olderThan: Date): Promise<void> {
+  async retireOpen(before: number, expiredBefore: number): Promise<number> {
+    const open = this.keys.open()
+    const stale = this.keys.stale()
+    for (let round = 0; round < 100; round++) {
+      const ids = await this.#redis.zrangebyscore(open, '-inf', `(${before}`, 'LIMIT', 0, BATCH_SIZE)
+      if (ids.length === 0) break
+      await this.#redis.smsRetire(2 + ids.length, open, stale, ...ids.map((id) => this.keys.message(id)), String(before), ...ids)
+    }
+    const [, count] = (await exec(this.#redis.multi().zremrangebyscore(stale, '-inf', `(${expiredBefore}`).zcard(stale))) as [number, number]
+    await this.#redis.set(this.keys.staleCount(), count)
+    return count
+  }
+
+  /**
+   * Index entries whose records have expired are removed, a bounded number per call; per-value indexes
+   * expire on their own. Entries are looked at only once older than the retention, and removed only
+   * when the record is gone: a scheduled message is kept until MESSAGE_TTL_DAYS after its `sendAt`.
+   */
+  async trimIndexes(olderThan: Date, limit = 1000): Promise<number> {
     const bound = `(${idBound(olderThan.toISOString())}`
+    const candidates = (await this.#redis.call('ZRANGE', this.keys.created(), '-', bound, 'BYLEX', 'LIMIT', 0, limit)) as string[]
+    if (candidates.length === 0) return 0
+    const exists = await exec(candidates.reduce((p, id) => p.exists(this.keys.message(id)), this.#redis.pipeline()))
+    const gone = candidates.filter((_, i) => exists[i] === 0)
+    if (gone.length === 0) return 0
     const pipeline = this.#redis.pipeline()
-    for (const key of [this.keys.created(), ...this.keys.statusIndexes()]) pipeline.zremrangebylex(key, '-', bound)
-    pipeline.zremrangebyscore(this.keys.open(), '-inf', olderThan.getTime())
+    for (const key of [this.keys.created(), ...this.keys.statusIndexes()]) pipeline.zrem(key, ...gone)
     await exec(pipeline)
+    return gone.length
   }
 
   /** The client's callback URL answered 410 Gone: no more deliveries for this message. */

@@ -6,7 +6,8 @@ declare module 'ioredis' {
     smsTransition(numberOfKeys: number, ...keysAndArgs: string[]): Result<string[][], Context>
     smsClaim(numberOfKeys: number, ...keysAndArgs: string[]): Result<string[][], Context>
     smsCreate(...keysAndArgs: string[]): Result<number, Context>
-    smsReserveBudget(k1: string, n: number, limit: number): Result<number, Context>
+    smsRetire(numberOfKeys: number, ...keysAndArgs: string[]): Result<number, Context>
+    smsReserveBudget(k1: string, n: number, limit: number, windowSeconds: number): Result<number, Context>
   }
 }
 
@@ -16,6 +17,7 @@ export function defineScripts(redis: Redis): void {
   redis.defineCommand('smsTransition', { lua: TRANSITION })
   redis.defineCommand('smsClaim', { lua: CLAIM })
   redis.defineCommand('smsCreate', { numberOfKeys: 6, lua: CREATE })
+  redis.defineCommand('smsRetire', { lua: RETIRE })
   redis.defineCommand('smsReserveBudget', { numberOfKeys: 1, lua: RESERVE_BUDGET })
 }
 
@@ -27,12 +29,12 @@ export function defineScripts(redis: Redis): void {
 const rankTable = `{${Object.entries(RANK)
   .map(([status, rank]) => `${status}=${rank}`)
   .join(',')}}`
-/** Status → position of its index among the script's KEYS (after the open index). */
+/** Status → position of its index among the script's KEYS (after the open and stale indexes). */
 const indexTable = `{${Object.values(STATUS)
-  .map((status, i) => `${status}=${i + 2}`)
+  .map((status, i) => `${status}=${i + 3}`)
   .join(',')}}`
-/** KEYS before the per-message ones: the open index and the status indexes. */
-const TRANSITION_SHARED_KEYS = 1 + Object.values(STATUS).length
+/** KEYS before the per-message ones: the open index, the stale index and the status indexes. */
+const TRANSITION_SHARED_KEYS = 2 + Object.values(STATUS).length
 /** ARGV per status change. */
 const TRANSITION_ARGS = 9
 
@@ -51,7 +53,7 @@ const TRANSITION_ARGS = 9
  * leaves every field short, so the record stays in Redis's compact hash encoding, and Lua never has
  * to parse it. The message also moves between the status indexes, and leaves the open index when final.
  *
- * KEYS: 1 open index, 2… the status indexes (STATUS order), then per change: record hash, infobip JSON
+ * KEYS: 1 open index, 2 stale index, 3… the status indexes (STATUS order), then per change: record hash, infobip JSON
  * ARGV: 1 ttl seconds, then per change (TRANSITION_ARGS): status, source, at (ms), infobip
  *       status name, error JSON, fingerprint, "1" to clear the send worker's in-flight marker,
  *       message id, the report that sets this status (JSON, or '' to keep the previous one)
@@ -103,7 +105,10 @@ local function apply(record, infobip, a)
   end
   redis.call('ZREM', KEYS[INDEX[current]], id)
   redis.call('ZADD', KEYS[INDEX[status]], 0, id)
-  if RANK[status] == ${FINAL_RANK} then redis.call('ZREM', KEYS[1], id) end
+  if RANK[status] == ${FINAL_RANK} then
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
+  end
   return {'applied', current, seq, meta[2] or '', meta[3] or '', meta[4] or ''}
 end
 local results = {}
@@ -115,7 +120,8 @@ return results
 `
 
 /**
- * Stores a new message: its record (with its QUEUED event) and its index entries, in one call.
+ * Stores a new message: its record (with its QUEUED event) and its index entries, in one call. The
+ * ttl is MESSAGE_TTL_DAYS from when the message is due (its `sendAt`, else now).
  * Called inside a MULTI for a batch, so that a batch is stored whole or not at all.
  *
  * KEYS: 1 record hash, 2 outbox, 3 created index, 4 QUEUED index, 5 recipient index,
@@ -128,12 +134,13 @@ redis.call('EXPIRE', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
 redis.call('ZADD', KEYS[3], 0, ARGV[2])
 redis.call('ZADD', KEYS[4], 0, ARGV[2])
-redis.call('ZADD', KEYS[5], 0, ARGV[2])
-redis.call('EXPIRE', KEYS[5], ARGV[1])
-if ARGV[4] == '1' then
-  redis.call('ZADD', KEYS[6], 0, ARGV[2])
-  redis.call('EXPIRE', KEYS[6], ARGV[1])
+-- A per-value index lives as long as its longest-lived message: its expiry only ever moves later.
+local function index(key)
+  redis.call('ZADD', key, 0, ARGV[2])
+  if redis.call('TTL', key) < tonumber(ARGV[1]) then redis.call('EXPIRE', key, ARGV[1]) end
 end
+index(KEYS[5])
+if ARGV[4] == '1' then index(KEYS[6]) end
 return 1
 `
 
@@ -173,16 +180,36 @@ return claims
 `
 
 /**
- * A fixed one-second window shared by every worker process: reserves `n` submissions and returns 1,
- * or returns 0 when the window's budget is spent. A request larger than the whole budget still goes
- * alone into an empty window, or it could never be sent.
+ * Takes messages past Infobip's logs window out of the open index (what the reconciler looks up);
+ * those still PENDING go into the stale index, with their submission time. Checked per message at the
+ * time of the call, so that a report applied meanwhile is not undone.
  *
- * KEYS: 1 the window's key. ARGV: 1 n, 2 limit per second
+ * KEYS: 1 open index, 2 stale index, 3… the records. ARGV: 1 the window's start (ms), 2… the ids
+ */
+export const RETIRE = `
+local before = tonumber(ARGV[1])
+for i = 3, #KEYS do
+  local id = ARGV[i - 1]
+  local submitted = redis.call('ZSCORE', KEYS[1], id)
+  if submitted and tonumber(submitted) < before then
+    redis.call('ZREM', KEYS[1], id)
+    if redis.call('HGET', KEYS[i], 'status') == 'PENDING' then redis.call('ZADD', KEYS[2], submitted, id) end
+  end
+end
+return 1
+`
+
+/**
+ * A fixed window shared by every process (one second of submissions, one minute of logs calls):
+ * reserves `n` and returns 1, or returns 0 when the window's budget is spent. A request larger than
+ * the whole budget still goes alone into an empty window, or it could never be sent.
+ *
+ * KEYS: 1 the window's key. ARGV: 1 n, 2 limit per window, 3 the window's length (s)
  */
 export const RESERVE_BUDGET = `
 local n = tonumber(ARGV[1])
 local used = redis.call('INCRBY', KEYS[1], n)
-if used == n then redis.call('EXPIRE', KEYS[1], 2) return 1 end
+if used == n then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]) + 1) return 1 end
 if used > tonumber(ARGV[2]) then redis.call('DECRBY', KEYS[1], n) return 0 end
 return 1
 `

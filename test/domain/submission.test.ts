@@ -4,7 +4,7 @@ import { planSubmission, RATE_LIMITED_GIVE_UP_MS, type PlanContext } from '../..
 
 const messages = (n: number): Submission[] => Array.from({ length: n }, (_, i) => ({ id: `m${i}`, to: '41793026727', from: 'InfoSMS', text: 'hi' }))
 const now = Date.parse('2026-12-01T10:00:00Z')
-const context: PlanContext = { dueSince: now - 1000, now, backoffMs: 1234 }
+const context: PlanContext = { dueSince: now - 1000, now, backoffMs: 1234, accountBackoffMs: 4321 }
 const pending = { groupId: 1, groupName: 'PENDING', id: 26, name: 'PENDING_ACCEPTED' }
 
 t.test('accepted: PENDING per destination, settling its submission', async (t) => {
@@ -70,9 +70,31 @@ t.test('4xx: one message FAILED; several each alone, none failed yet', async (t)
   t.same([several.transitions, several.alone, several.settle], [[], ['m0', 'm1', 'm2'], ['m0', 'm1', 'm2']])
 })
 
-t.test('5xx and network errors: tried again; only a network error leaves the markers', async (t) => {
-  const server = planSubmission(messages(2), { kind: 'server_error', status: 500, detail: '' }, context)
-  t.same([server.retry, server.settle, server.counts], [['m0', 'm1'], ['m0', 'm1'], { http_5xx: 2 }])
+t.test('5xx and network errors leave the outcome unknown: tried again, the markers stay so that the next attempt looks them up', async (t) => {
+  const server = planSubmission(messages(2), { kind: 'server_error', status: 502, detail: 'Bad Gateway' }, context)
+  t.same([server.retry, server.settle, server.transitions, server.counts], [['m0', 'm1'], [], [], { http_5xx: 2 }])
   const network = planSubmission(messages(2), { kind: 'network', detail: 'timeout' }, context)
   t.same([network.retry, network.settle, network.counts], [['m0', 'm1'], [], { network: 2 }])
+})
+
+t.test('401/403: the account’s problem — nothing fails or is retried as an attempt; the queue pauses for the key', async (t) => {
+  for (const status of [401, 403] as const) {
+    const plan = planSubmission(messages(3), { kind: 'unauthorized', status, detail: 'Invalid login details' }, context)
+    t.same(plan.transitions, [], `${status}: no message is failed`)
+    t.same([plan.retry, plan.alone], [[], []], `${status}: not an attempt, not a per-message retry`)
+    t.same(plan.settle, ['m0', 'm1', 'm2'], `${status}: Infobip took nothing`)
+    t.equal(plan.pauseMs, 4321)
+    t.same(plan.accountError, { status, detail: 'Invalid login details' })
+    t.same(plan.counts, { [`http_${status}`]: 3 })
+  }
+})
+
+t.test('23 REJECTED_DUPLICATE_MESSAGE_ID: Infobip has the message — PENDING and looked up, never REJECTED', async (t) => {
+  const plan = planSubmission(
+    messages(1),
+    { kind: 'accepted', results: [{ messageId: 'm0', status: { groupId: 5, groupName: 'REJECTED', id: 23, name: 'REJECTED_DUPLICATE_MESSAGE_ID' } }] },
+    context,
+  )
+  t.match(plan.transitions, [{ id: 'm0', status: 'PENDING', infobipStatus: 'REJECTED_DUPLICATE_MESSAGE_ID', settlesSubmission: true }])
+  t.same([plan.lookUp, plan.retry, plan.counts], [['m0'], [], { accepted: 1 }])
 })

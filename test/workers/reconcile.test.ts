@@ -1,8 +1,9 @@
 import { pino } from 'pino'
 import t from 'tap'
 import type { Config } from '../../src/config.js'
+import type { Submission } from '../../src/domain/message.js'
 import { InfobipClient } from '../../src/infobip/client.js'
-import { makeReconcileProcessor } from '../../workers/reconcile.js'
+import { makeReconcileProcessor, MAX_CALLS_PER_RUN } from '../../workers/reconcile.js'
 import { startWorkers } from '../../workers/start.js'
 import { makeApplyTransitions } from '../../workers/transitions.js'
 import { AUTH, buildTestApp, startSimulator, testConfig, waitFor } from '../helpers/index.js'
@@ -32,7 +33,7 @@ t.test('0009 (no report; only the logs know DELIVERED) ends DELIVERED through th
   t.equal(await app.redis.zscore(app.store.keys.open(), id), null, 'no longer open')
 })
 
-t.test('the reconciler looks up only messages due, in calls of ≤ 2,048 characters, and counts stale ones', async (t) => {
+t.test('the reconciler looks up only messages due, in calls of ≤ 2,048 characters, and counts the PENDING ones past the logs window as stale', async (t) => {
   const sim = await startSimulator(t, testConfig('rec-sim2'))
   const config: Config = testConfig('reconcile2', { INFOBIP_BASE_URL: sim.url })
   const app = await buildTestApp(t, config)
@@ -53,6 +54,8 @@ t.test('the reconciler looks up only messages due, in calls of ≤ 2,048 charact
   const now = Date.now()
   const open = app.store.keys.open()
   for (const [i, id] of ids.entries()) await app.redis.zadd(open, i < 120 ? now - 20 * 60_000 : i < 125 ? now - 60_000 : now - 49 * 3600_000, id)
+  // Of the five Infobip forgot, four were accepted and never heard of again; one reached the operator.
+  for (const [i, id] of ids.entries()) if (i >= 125) await app.redis.hset(app.store.keys.message(id), 'status', i < 129 ? 'PENDING' : 'SENT')
   const reconcile = makeReconcileProcessor({
     store: app.store,
     infobip,
@@ -60,11 +63,48 @@ t.test('the reconciler looks up only messages due, in calls of ≤ 2,048 charact
     afterSeconds: 900,
     ttlDays: 30,
     apply: makeApplyTransitions({ store: app.store, callbackQueue: app.queues.callback, callbackOptions: {} }),
-    sleep: async () => {},
   })
   const result = await reconcile()
-  t.same(result, { looked: 120, applied: 0, stale: 5 }, 'the simulator never saw these messages: nothing to apply')
+  t.same(result, { looked: 120, applied: 0, stale: 4 }, 'the simulator never saw these messages: nothing to apply')
   t.equal(urls.length, 2, '120 ids in two calls')
   t.ok(urls.every((u) => u.length <= 2048))
-  t.equal(await app.redis.get(app.store.keys.stale()), '5')
+  t.equal(await app.redis.get(app.store.keys.staleCount()), '4')
+  t.equal(await app.redis.zcard(open), 125, 'the five past the window left the work list')
+  t.equal((await app.store.get(ids[129]!))?.status, 'SENT', 'a SENT message stays SENT')
+})
+
+t.test('more open messages past the logs window than one run can look up keep no newer message from being reconciled', async (t) => {
+  const sim = await startSimulator(t, testConfig('rec-sim3'))
+  const config: Config = testConfig('reconcile3', { INFOBIP_BASE_URL: sim.url })
+  const app = await buildTestApp(t, config)
+  const infobip = new InfobipClient(config)
+  t.teardown(() => infobip.close())
+  const res = await app.inject({ method: 'POST', url: '/messages', headers: AUTH, payload: { to: '+41793020009', text: 'quiet' } })
+  const id = res.json().id as string
+  // Submitted to the simulator 20 minutes ago, as far as the reconciler can tell.
+  const claimed = await app.store.claim([id], { owner: 'test', busyMs: 1 })
+  t.equal(claimed[0]!.result, 'ok')
+  const submission = (claimed[0] as { submission: Submission }).submission
+  t.equal((await infobip.submit([submission])).kind, 'accepted')
+  const open = app.store.keys.open()
+  await app.redis.zadd(open, Date.now() - 20 * 60_000, id)
+  // One more than a run's capacity, all past Infobip's 48 hours, older than the message.
+  const capacity = 60 * MAX_CALLS_PER_RUN
+  const old = Date.now() - 49 * 3600_000
+  for (let i = 0; i <= capacity; i += 1000) {
+    const members = Array.from({ length: Math.min(1000, capacity + 1 - i) }, (_, j) => [old + i + j, `msg_OLD${String(i + j).padStart(23, '0')}`]).flat()
+    await app.redis.zadd(open, ...members)
+  }
+  const reconcile = makeReconcileProcessor({
+    store: app.store,
+    infobip,
+    log: pino({ level: 'silent' }),
+    afterSeconds: 900,
+    ttlDays: 30,
+    apply: makeApplyTransitions({ store: app.store, callbackQueue: app.queues.callback, callbackOptions: {} }),
+  })
+  const result = await reconcile()
+  t.equal(result.looked, 1, 'only the message that can still be learnt about')
+  t.equal((await app.store.get(id))?.status, 'DELIVERED')
+  t.equal(result.stale, 0, 'the old ones had no record left: none is PENDING')
 })
