@@ -100,7 +100,7 @@ export class InfobipClient {
         throw new InfobipLookupError(`logs lookup failed: ${(error as Error).message}`)
       }
       const { status, headers, json } = response
-      if (status === 200) return (json ?? {})
+      if (status === 200) return json ?? {}
       if (status === 401 || status === 403) throw new InfobipAuthError(status, errorText(json))
       const wait = status === 429 ? (retryAfterMs(headers['retry-after']) ?? 1000) : undefined
       if (wait === undefined || waited + wait > LOGS_MAX_WAIT_MS) throw new InfobipLookupError(`logs lookup answered ${status}: ${errorText(json)}`)
