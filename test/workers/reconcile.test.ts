@@ -33,6 +33,17 @@ t.test('0009 (no report; only the logs know DELIVERED) ends DELIVERED through th
   t.equal(await app.redis.zscore(app.store.keys.open(), id), null, 'no longer open')
 })
 
+/** The reconciler of `app`'s store, run by hand: due after 15 minutes, records kept 30 days. */
+const reconcilerOf = (app: Awaited<ReturnType<typeof buildTestApp>>, infobip: InfobipClient) =>
+  makeReconcileProcessor({
+    store: app.store,
+    infobip,
+    log: pino({ level: 'silent' }),
+    afterSeconds: 900,
+    ttlDays: 30,
+    apply: makeApplyTransitions({ store: app.store, callbackQueue: app.queues.callback, callbackOptions: {} }),
+  })
+
 t.test('the reconciler looks up only messages due, in calls of ≤ 2,048 characters, and counts the PENDING ones past the logs window as stale', async (t) => {
   const sim = await startSimulator(t, testConfig('rec-sim2'))
   const config: Config = testConfig('reconcile2', { INFOBIP_BASE_URL: sim.url })
@@ -56,14 +67,7 @@ t.test('the reconciler looks up only messages due, in calls of ≤ 2,048 charact
   for (const [i, id] of ids.entries()) await app.redis.zadd(open, i < 120 ? now - 20 * 60_000 : i < 125 ? now - 60_000 : now - 49 * 3600_000, id)
   // Of the five Infobip forgot, four were accepted and never heard of again; one reached the operator.
   for (const [i, id] of ids.entries()) if (i >= 125) await app.redis.hset(app.store.keys.message(id), 'status', i < 129 ? 'PENDING' : 'SENT')
-  const reconcile = makeReconcileProcessor({
-    store: app.store,
-    infobip,
-    log: pino({ level: 'silent' }),
-    afterSeconds: 900,
-    ttlDays: 30,
-    apply: makeApplyTransitions({ store: app.store, callbackQueue: app.queues.callback, callbackOptions: {} }),
-  })
+  const reconcile = reconcilerOf(app, infobip)
   const result = await reconcile()
   t.same(result, { looked: 120, applied: 0, stale: 4 }, 'the simulator never saw these messages: nothing to apply')
   t.equal(urls.length, 2, '120 ids in two calls')
@@ -95,14 +99,7 @@ t.test('more open messages past the logs window than one run can look up keep no
     const members = Array.from({ length: Math.min(1000, capacity + 1 - i) }, (_, j) => [old + i + j, `msg_OLD${String(i + j).padStart(23, '0')}`]).flat()
     await app.redis.zadd(open, ...members)
   }
-  const reconcile = makeReconcileProcessor({
-    store: app.store,
-    infobip,
-    log: pino({ level: 'silent' }),
-    afterSeconds: 900,
-    ttlDays: 30,
-    apply: makeApplyTransitions({ store: app.store, callbackQueue: app.queues.callback, callbackOptions: {} }),
-  })
+  const reconcile = reconcilerOf(app, infobip)
   const result = await reconcile()
   t.equal(result.looked, 1, 'only the message that can still be learnt about')
   t.equal((await app.store.get(id))?.status, 'DELIVERED')
