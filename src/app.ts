@@ -62,8 +62,8 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     schemaErrorFormatter: (errors, dataVar) => new Error(validationMessage(errors, dataVar)),
   }).withTypeProvider<TypeBoxTypeProvider>()
 
-  // The config was validated by loadConfig(); @fastify/env checks it against the same schema and
-  // exposes it as `app.config`.
+  // Every plugin and route reads its settings from `app.config`: @fastify/env checks what loadConfig()
+  // returned (or a test built) against the same schema and decorates it.
   await app.register(fastifyEnv, { schema: structuredClone(ConfigSchema), data: config, env: false })
 
   app.setErrorHandler((error: FastifyError, request, reply) => {
@@ -81,14 +81,14 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 
   try {
     await app.register(securityHeaders)
-    await app.register(storePlugin, { config })
-    await app.register(authPlugin, { config })
-    await app.register(bullBoardPlugin, { config })
+    await app.register(storePlugin)
+    await app.register(authPlugin)
+    await app.register(bullBoardPlugin)
     await app.register(docsPlugin)
-    await app.register(metricsPlugin, { config })
+    await app.register(metricsPlugin)
     await app.register(healthRoutes)
-    await app.register(messageRoutes, { config })
-    await app.register(infobipDlrRoutes, { config })
+    await app.register(messageRoutes)
+    await app.register(infobipDlrRoutes)
     await app.register(callbackRoutes)
   } catch (error) {
     // A plugin refused to start (a bad DLR_ALLOWED_IPS, say): close what the others opened.

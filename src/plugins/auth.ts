@@ -1,7 +1,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { listOf, type Config } from '../config.js'
+import { listOf } from '../config.js'
 import { HttpError } from '../errors.js'
 
 declare module 'fastify' {
@@ -31,7 +31,8 @@ export function matchSecret(presented: string, accepted: Buffer[]): number {
 }
 
 export default fp(
-  async function authPlugin(app, { config }: { config: Config }) {
+  async function authPlugin(app) {
+    const { config } = app
     const keys = listOf(config.API_KEYS).map(digest)
     const scopes = keys.map((k) => k.toString('base64url').slice(0, 16))
     app.decorateRequest('apiKeyScope', '')

@@ -5,7 +5,6 @@ import { FastifyAdapter } from '@bull-board/fastify'
 import type { Queue } from 'bullmq'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import type { Config } from '../config.js'
 import { maskPhone } from '../domain/phone.js'
 import { dlrResults, QUEUE, type DlrJob } from '../queues.js'
 import { matchSecret } from './auth.js'
@@ -45,7 +44,8 @@ const DROPPED_FIELDS = new Set(['text'])
  * phone numbers cut to their last four digits: a dlr job holds Infobip's raw reports.
  */
 export default fp(
-  async function bullBoardPlugin(app, { config }: { config: Config }) {
+  async function bullBoardPlugin(app) {
+    const { config } = app
     const user = config.BULL_BOARD_USER
     const password = config.BULL_BOARD_PASSWORD
     if (!user || !password) {

@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import { BlockList, isIP } from 'node:net'
 import type { FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { ConfigError, listOf, type Config } from '../config.js'
+import { ConfigError, listOf } from '../config.js'
 import { HttpError } from '../errors.js'
 import { matchSecret } from './auth.js'
 
@@ -18,7 +18,8 @@ declare module 'fastify' {
  * HTTP Basic credentials (docs/infobip.md#webhook-security), so the token is accepted in any of the three places.
  */
 export default fp(
-  async function dlrAuthPlugin(app, { config }: { config: Config }) {
+  async function dlrAuthPlugin(app) {
+    const { config } = app
     const token = config.DLR_WEBHOOK_TOKEN ? [createHash('sha256').update(config.DLR_WEBHOOK_TOKEN).digest()] : []
     const allowed = allowList(config.DLR_ALLOWED_IPS)
     app.decorate('authenticateInfobip', async (request: FastifyRequest) => {

@@ -1,7 +1,6 @@
 import type { Queue } from 'bullmq'
 import fp from 'fastify-plugin'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
-import type { Config } from '../config.js'
 import { QUEUE_STATES, readSharedMetrics, SHARED_COUNTERS, SHARED_HISTOGRAMS, SharedMetrics, type Labels, type Series } from '../metrics.js'
 
 declare module 'fastify' {
@@ -24,7 +23,8 @@ const HTTP_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
  * (a firewall or an ingress rule that does not route `/metrics` from outside).
  */
 export default fp(
-  async function metricsPlugin(app, { config }: { config: Config }) {
+  async function metricsPlugin(app) {
+    const { config } = app
     const metrics = new SharedMetrics(app.redis, config.KEY_PREFIX, app.log)
     const queues = Object.values(app.queues)
     const registry = new Registry()

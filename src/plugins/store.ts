@@ -1,7 +1,6 @@
 import type { Queue } from 'bullmq'
 import fp from 'fastify-plugin'
 import type { Redis } from 'ioredis'
-import type { Config } from '../config.js'
 import type { CallbackJob } from '../callbacks.js'
 import { createQueue, QUEUE, type DlrJob, type SendJob } from '../queues.js'
 import { connectOrExplain, createRedis } from '../redis.js'
@@ -24,7 +23,8 @@ declare module 'fastify' {
  * Closed with the app.
  */
 export default fp(
-  async function storePlugin(app, { config }: { config: Config }) {
+  async function storePlugin(app) {
+    const { config } = app
     const redis = createRedis(config.REDIS_URL, 'producer', { enableAutoPipelining: true })
     await connectOrExplain(redis, config.REDIS_URL)
     // The queues get a connection of their own: ioredis copies a connection's defined scripts into

@@ -1,5 +1,4 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import type { Config } from '../config.js'
 import { HttpError } from '../errors.js'
 import dlrAuth from '../plugins/dlr-auth.js'
 import { dlrJobOptions } from '../queues.js'
@@ -33,8 +32,8 @@ const BODY_LIMIT = 4 * 1024 * 1024
  * `POST /infobip-dlr` (docs/api.md#infobip-delivery-reports): the batch, as the text Infobip sent, becomes one dlr job — one round
  * trip to Redis — before the 200, and nothing else happens here. A 503 (Redis unreachable) makes Infobip retry.
  */
-const infobipDlr: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { config }) => {
-  await app.register(dlrAuth, { config })
+const infobipDlr: FastifyPluginAsyncTypebox = async (app) => {
+  await app.register(dlrAuth)
   const queue = app.queues.dlr
 
   // Whatever Content-Type Infobip or a proxy puts on it, the body must be JSON: not JSON is a 400.

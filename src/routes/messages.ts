@@ -1,7 +1,6 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { acceptMessages } from '../accept-messages.js'
-import type { Config } from '../config.js'
 import { GroupCommit } from '../group-commit.js'
 import { normalizePhone } from '../domain/phone.js'
 import { FieldError, HttpError } from '../errors.js'
@@ -14,7 +13,8 @@ const errors = { 400: ErrorResponse, 401: ErrorResponse, 413: ErrorResponse, 422
 const security = [{ bearerAuth: [] }]
 
 /** `POST /messages`, `POST /messages/batch`, `GET /messages/:id` (docs/api.md). */
-const messages: FastifyPluginAsyncTypebox<{ config: Config }> = async (app, { config }) => {
+const messages: FastifyPluginAsyncTypebox = async (app) => {
+  const { config } = app
   const writer = new GroupCommit({ store: app.store, sendQueue: app.queues.send, config })
   const deps = { config, store: app.store, writer, onCreated: (n: number) => countCreated(app.metrics, n) }
   app.addHook('onRequest', app.authenticate)

@@ -86,7 +86,8 @@ t.test('a missing or wrong token in any form answers 401 and stores nothing', as
 
 t.test('without DLR_WEBHOOK_TOKEN configured, nothing is accepted', async (t) => {
   const bare = Fastify()
-  await bare.register(dlrAuth, { config: testConfig('dlr-no-token', { DLR_WEBHOOK_TOKEN: '' }) })
+  bare.decorate('config', testConfig('dlr-no-token', { DLR_WEBHOOK_TOKEN: '' }))
+  await bare.register(dlrAuth)
   bare.post('/infobip-dlr', { onRequest: bare.authenticateInfobip }, async () => 'stored')
   for (const url of ['/infobip-dlr', '/infobip-dlr?token=', `/infobip-dlr?token=${DLR_TOKEN}`]) {
     t.equal((await bare.inject({ method: 'POST', url, payload: {} })).statusCode, 401, url)
@@ -183,7 +184,7 @@ t.test('DLR_ALLOWED_IPS: other sources get 403 even with the token; a bad list s
 
   for (const list of ['10.0.0.0/33', 'example.com', '10.0.0.0/', '10.0.0.0/8/8']) {
     const config = testConfig('dlr-ips', { DLR_ALLOWED_IPS: list })
-    await t.rejects(async () => void (await Fastify().register(dlrAuth, { config }).ready()), /Invalid configuration: DLR_ALLOWED_IPS/, list)
+    await t.rejects(async () => void (await Fastify().decorate('config', config).register(dlrAuth).ready()), /Invalid configuration: DLR_ALLOWED_IPS/, list)
   }
 })
 
