@@ -28,7 +28,7 @@ import { Reporter } from './reporter.js'
 import { Timers } from './timers.js'
 
 /**
- * The built-in Infobip simulator (SPEC §8): Infobip's send and logs API, delivery reports pushed to each
+ * The built-in Infobip simulator (docs/simulator.md): Infobip's send and logs API, delivery reports pushed to each
  * message's URL, outcomes picked by the destination's last four digits, and knobs for latency, failures
  * and rate limits. Like Infobip it answers status 23 REJECTED_DUPLICATE_MESSAGE_ID for a messageId it has
  * accepted before, so a retry after a lost answer is never sent twice.
@@ -253,7 +253,7 @@ interface Verdict {
 
 type SubmitResult = { refused: RefusalCode; offender?: ReceivedDestination } | { verdicts: Verdict[]; hold: boolean; badGateway: boolean }
 
-/** The part of the key's permissions a request needs (SPEC §7: sending and `sms:logs:read`). */
+/** The part of the key's permissions a request needs (docs/infobip.md#api-key-scopes: sending, and `sms:logs:read`). */
 type Scope = 'send' | 'logs'
 
 /** Counts calls over the last `windowMs`; a sliding window so that limits hold at any instant. */

@@ -2,7 +2,7 @@ import { RANK, statusFromInfobip, type InfobipError, type InfobipStatus } from '
 
 /**
  * Everything the simulator says, as data: Infobip's status and error objects, the behaviour picked by a
- * destination's last four digits (SPEC §8), and the shapes of answers, reports, log entries and errors.
+ * destination's last four digits (docs/simulator.md#outcomes-by-number), and the shapes of answers, reports, log entries and errors.
  * Pure: no clock, no I/O — callers pass the times in.
  */
 
@@ -60,7 +60,7 @@ const delivered = report(STATUSES.DELIVERED_TO_HANDSET)
 
 const DEFAULT_BEHAVIOUR: Behaviour = { reports: [delivered] }
 
-/** SPEC §8's table, keyed by the destination's last four digits. */
+/** The outcome table (docs/simulator.md#outcomes-by-number), keyed by the destination's last four digits. */
 export const BEHAVIOURS: Readonly<Record<string, Behaviour>> = {
   '0001': { reports: [report(STATUSES.UNDELIVERABLE_NOT_DELIVERED, 1, ERRORS.EC_ABSENT_SUBSCRIBER)] },
   '0002': { reports: [report(STATUSES.EXPIRED_EXPIRED)] },
