@@ -28,6 +28,16 @@ export function v3Report(messageId: string, status: InfobipStatus = STATUSES.DEL
 }
 
 /** The same report in the v2 shape (`from`, `smsCount`, flat entity fields). */
+/** What the send worker records when Infobip accepts `id`: PENDING_ACCEPTED, settling the submission. */
+export const sendAccepted = (id: string): Transition => ({
+  id,
+  status: 'PENDING',
+  source: 'send',
+  infobipStatus: 'PENDING_ACCEPTED',
+  infobip: { messageId: id, status: STATUSES.PENDING_ACCEPTED },
+  settlesSubmission: true,
+})
+
 export function v2Report(messageId: string, status: InfobipStatus = STATUSES.DELIVERED_TO_HANDSET, extra: Record<string, unknown> = {}) {
   const { sender, messageCount, platform, ...rest } = v3Report(messageId, status)
   return { ...rest, from: sender, smsCount: messageCount, entityId: platform.entityId, applicationId: platform.applicationId, ...extra }

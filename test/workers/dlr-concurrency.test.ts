@@ -17,6 +17,7 @@ import {
   comparable,
   newModelMessage,
   random,
+  sendAccepted,
   shuffle,
   sortKeys,
   STATUSES,
@@ -111,15 +112,7 @@ type Op = typeof op extends fc.Arbitrary<infer T> ? T : never
 function toTransitions(ops: Op[], ids: string[]): Transition[] {
   return ops.map((o) => {
     const id = ids[o.msg]!
-    if (o.kind === 'send')
-      return {
-        id,
-        status: 'PENDING',
-        source: 'send',
-        infobipStatus: 'PENDING_ACCEPTED',
-        infobip: { messageId: id, status: STATUSES.PENDING_ACCEPTED },
-        settlesSubmission: true,
-      }
+    if (o.kind === 'send') return sendAccepted(id)
     const build = o.v2 ? v2Report : v3Report
     const parsed = parseReport(build(id, STATUS_OBJECTS[o.status], { doneAt: `2026-11-28T10:00:0${o.doneAt}.000+0000`, error: { id: o.error * 27 } }))
     if (parsed.kind !== 'transition') throw new Error(parsed.kind)
@@ -320,14 +313,7 @@ t.test(`${WORKERS} worker processes, all reports shuffled into jobs of 1–20, r
         i += size
       }
       // The send worker records Infobip's answers while the reports are being applied.
-      const sends: Transition[] = ids.map((id) => ({
-        id,
-        status: 'PENDING',
-        source: 'send',
-        infobipStatus: 'PENDING_ACCEPTED',
-        infobip: { messageId: id, status: STATUSES.PENDING_ACCEPTED },
-        settlesSubmission: true,
-      }))
+      const sends: Transition[] = ids.map(sendAccepted)
       const [{ counts, processes }] = await Promise.all([
         applyByWorkers(jobs),
         ...stores.slice(1).map((s, k) => s.transition(sends.filter((_, i) => i % 3 === k))),

@@ -9,7 +9,7 @@ import { connectOrExplain, createRedis } from '../../src/redis.js'
 import { MessageStore } from '../../src/store/message-store.js'
 import { makeDlrProcessor, type ReportResult } from '../../workers/dlr.js'
 import { cleanup, countWrites, REDIS_URL, testConfig } from '../helpers/index.js'
-import { STATUSES, v2Report, v3Report } from '../helpers/reports.js'
+import { sendAccepted, STATUSES, v2Report, v3Report } from '../helpers/reports.js'
 
 const config = testConfig('dlr-worker')
 const redis = createRedis(REDIS_URL, 'worker')
@@ -67,16 +67,7 @@ t.test("a report that arrives before the send worker's answer wins", async (t) =
   const [id] = (await create()) as [string]
   t.same(await apply(job([v2Report(id, STATUSES.EXPIRED_EXPIRED)])), { ...none, applied: 1 })
   // What the send worker records when Infobip's answer comes in afterwards.
-  const [late] = await store.transition([
-    {
-      id,
-      status: 'PENDING',
-      source: 'send',
-      infobipStatus: 'PENDING_ACCEPTED',
-      infobip: { messageId: id, status: STATUSES.PENDING_ACCEPTED },
-      settlesSubmission: true,
-    },
-  ])
+  const [late] = await store.transition([sendAccepted(id)])
   t.same(late, { result: 'ignored', current: 'EXPIRED' })
   const m = (await store.get(id))!
   t.equal(m.status, 'EXPIRED')
