@@ -9,6 +9,7 @@ import type { GroupCommit } from './group-commit.js'
 import type { NewMessageBody } from './schemas/messages.js'
 import type { MessageStore } from './store/message-store.js'
 import type { Message, NewMessage } from './domain/message.js'
+import type { Tenant } from './tenants.js'
 
 const MAX_SCHEDULE_MS = 180 * 24 * 60 * 60 * 1000
 /**
@@ -35,13 +36,7 @@ export interface AcceptDeps {
   /** Stores the messages and adds their send jobs. */
   writer: GroupCommit
   /** Called once the messages and their jobs exist (never for an idempotent replay): metrics. */
-  onCreated?: (count: number) => void
-}
-
-export interface Idempotency {
-  /** The API key's own namespace: two clients may use the same key. */
-  scope: string
-  key: string
+  onCreated?: (count: number, tenant: string) => void
 }
 
 export interface Accepted {
@@ -51,55 +46,58 @@ export interface Accepted {
 }
 
 /**
- * Turns validated bodies into stored messages and send jobs (through the group commit: all or
- * nothing, so a 503 leaves nothing behind), or answers an Idempotency-Key replay.
+ * Turns validated bodies into the tenant's stored messages and send jobs (through the group commit:
+ * all or nothing, so a 503 leaves nothing behind), or answers an Idempotency-Key replay. Idempotency
+ * keys are the tenant's: its API keys share them.
  */
 export async function acceptMessages(
   deps: AcceptDeps,
+  tenant: Tenant,
   bodies: NewMessageBody[],
   fieldPrefix: (i: number) => string,
-  idempotency?: Idempotency,
+  idempotencyKey?: string,
 ): Promise<Accepted> {
   const now = Date.now()
-  const messages = bodies.map((body, i) => prepare(body, fieldPrefix(i), deps.config, now))
-  await checkCallbackUrls(bodies, fieldPrefix, deps.config)
+  const messages = bodies.map((body, i) => prepare(body, fieldPrefix(i), tenant, deps.config, now))
+  await checkCallbackUrls(bodies, fieldPrefix, tenant, deps.config)
 
-  if (idempotency) {
+  if (idempotencyKey) {
     const fingerprint = sha256(stableStringify(bodies))
-    const earlier = await deps.store.reserveIdempotencyKey(idempotency.scope, idempotency.key, { fingerprint, ids: messages.map((m) => m.id) })
+    const earlier = await deps.store.reserveIdempotencyKey(tenant.name, idempotencyKey, { fingerprint, ids: messages.map((m) => m.id) })
     if (earlier) {
       if (earlier.fingerprint !== fingerprint)
         throw new HttpError(422, 'Idempotency-Key was already used with a different request body', 'IDEMPOTENCY_MISMATCH')
-      return { messages: await waitForEarlier(deps.store, earlier.ids), replayed: true }
+      return { messages: await waitForEarlier(deps.store, tenant.name, earlier.ids), replayed: true }
     }
   }
 
   try {
     const stored = await deps.writer.write(messages)
-    deps.onCreated?.(stored.length)
+    deps.onCreated?.(stored.length, tenant.name)
     return { messages: stored, replayed: false }
   } catch (error) {
-    if (idempotency) await releaseKey(deps.store, idempotency)
+    if (idempotencyKey) await releaseKey(deps.store, tenant.name, idempotencyKey)
     throw error
   }
 }
 
 /** The request failed: a retry with the same key is a new request. */
-async function releaseKey(store: MessageStore, idempotency: Idempotency): Promise<void> {
-  await store.releaseIdempotencyKey(idempotency.scope, idempotency.key).catch(() => {
+async function releaseKey(store: MessageStore, tenant: string, key: string): Promise<void> {
+  await store.releaseIdempotencyKey(tenant, key).catch(() => {
     // Redis is gone: the key expires on its own within 24 h.
   })
 }
 
 /**
- * Callback URLs must be signed (a secret is configured) and point to public addresses (docs/api.md).
- * Each distinct host is resolved once per request.
+ * Callback URLs must be signed (the tenant has a signing secret, or the service does) and point to
+ * public addresses (docs/api.md). Each distinct host is resolved once per request.
  */
-async function checkCallbackUrls(bodies: NewMessageBody[], fieldPrefix: (i: number) => string, config: Config): Promise<void> {
+async function checkCallbackUrls(bodies: NewMessageBody[], fieldPrefix: (i: number) => string, tenant: Tenant, config: Config): Promise<void> {
   const problems = new Map<string, Promise<string | undefined>>()
   for (const [i, body] of bodies.entries()) {
     if (!body.callbackUrl) continue
-    if (!config.CALLBACK_SIGNING_SECRET) throw new FieldError(`${fieldPrefix(i)}/callbackUrl`, 'cannot be used: the service has no CALLBACK_SIGNING_SECRET')
+    if (!(tenant.callbackSigningSecret ?? config.CALLBACK_SIGNING_SECRET))
+      throw new FieldError(`${fieldPrefix(i)}/callbackUrl`, 'cannot be used: there is no callback signing secret (CALLBACK_SIGNING_SECRET)')
     if (!problems.has(body.callbackUrl)) problems.set(body.callbackUrl, callbackUrlProblem(body.callbackUrl, config.CALLBACK_ALLOW_PRIVATE))
   }
   for (const [i, body] of bodies.entries()) {
@@ -108,9 +106,14 @@ async function checkCallbackUrls(bodies: NewMessageBody[], fieldPrefix: (i: numb
   }
 }
 
-function prepare(body: NewMessageBody, field: string, config: Config, now: number): NewMessage {
+function prepare(body: NewMessageBody, field: string, tenant: Tenant, config: Config, now: number): NewMessage {
   const to = normalizePhone(body.to)
   if (!to) throw new FieldError(`${field}/to`, 'must be a valid international phone number, e.g. +41 79 302 67 27')
+  // JSON may carry a lone surrogate (\ud800), which Redis would store as U+FFFD: not the text accepted.
+  if (!body.text.isWellFormed()) throw new FieldError(`${field}/text`, 'must be well-formed Unicode (it has a lone surrogate)')
+  const from = body.from ?? tenant.defaultSender ?? config.INFOBIP_SENDER
+  if (tenant.allowedSenders && !tenant.allowedSenders.includes(from))
+    throw new FieldError(`${field}/from`, `must be one of this tenant's allowed senders (${tenant.allowedSenders.join(', ')})`)
   const { encoding, segments } = analyzeText(body.text)
   if (segments > MAX_SEGMENTS) throw new FieldError(`${field}/text`, `needs ${segments} segments (${encoding}); at most ${MAX_SEGMENTS} are allowed`)
   let sendAt: string | undefined
@@ -122,9 +125,10 @@ function prepare(body: NewMessageBody, field: string, config: Config, now: numbe
   }
   return {
     id: newMessageId(now),
+    tenant: tenant.name,
     createdAt: new Date(now),
     to,
-    from: body.from ?? config.INFOBIP_SENDER,
+    from,
     text: body.text,
     reference: body.reference,
     callbackUrl: body.callbackUrl,
@@ -139,10 +143,10 @@ function prepare(body: NewMessageBody, field: string, config: Config, now: numbe
  * The same Idempotency-Key arrived while the first request may still be storing its messages:
  * wait for them briefly rather than answer with something half-made.
  */
-async function waitForEarlier(store: MessageStore, ids: string[], timeoutMs = 2000): Promise<Message[]> {
+async function waitForEarlier(store: MessageStore, tenant: string, ids: string[], timeoutMs = 2000): Promise<Message[]> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
-    const found = await store.getMany(ids)
+    const found = await store.getOwned(tenant, ids)
     if (found.every((m) => m !== undefined)) return found
     if (Date.now() > deadline)
       throw new HttpError(409, 'A request with this Idempotency-Key is still being processed; retry shortly', 'IDEMPOTENCY_IN_PROGRESS')

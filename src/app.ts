@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto'
+import type { IncomingMessage } from 'node:http'
+import { isIP } from 'node:net'
 import fastifyEnv from '@fastify/env'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, {
@@ -9,10 +11,12 @@ import Fastify, {
   type FastifySchemaValidationError,
   type FastifyServerOptions,
 } from 'fastify'
-import { ConfigSchema, type Config } from './config.js'
+import { ConfigError, ConfigSchema, listOf, type Config } from './config.js'
 import { HttpError, isRedisUnavailable } from './errors.js'
+import { depthLimitedJsonParser } from './json-depth.js'
 import { loggerOptions } from './logger.js'
 import authPlugin from './plugins/auth.js'
+import authThrottle from './plugins/auth-throttle.js'
 import securityHeaders from './plugins/security-headers.js'
 import bullBoardPlugin from './plugins/bull-board.js'
 import docsPlugin from './plugins/docs.js'
@@ -49,15 +53,16 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   const logger = options.logger ?? loggerOptions(config.LOG_LEVEL)
   const app = Fastify({
     logger,
-    trustProxy: config.TRUST_PROXY,
+    trustProxy: trustedProxies(config.TRUST_PROXY),
     // A client that trickles its request is cut off after 30 s. Node's own headersTimeout (60 s)
     // would otherwise set the pace, so both are given, checked every second.
     requestTimeout: 30_000,
     http: { requestTimeout: 30_000, headersTimeout: 30_000, connectionsCheckingInterval: 1_000 },
     bodyLimit: 64 * 1024,
-    requestIdHeader: 'x-request-id',
+    // The client's x-request-id is read by requestId() only, which refuses what could forge a log line.
+    requestIdHeader: false,
     logController: new QuietStart(),
-    genReqId: () => randomUUID(),
+    genReqId: requestId,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
     schemaErrorFormatter: (errors, dataVar) => new Error(validationMessage(errors, dataVar)),
   }).withTypeProvider<TypeBoxTypeProvider>()
@@ -78,10 +83,19 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
   app.setNotFoundHandler((request, reply) =>
     reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `Route ${request.method} ${request.url.split('?')[0]} not found` }),
   )
+  // Set first, so that errors and 404s carry it too (docs/api.md#request-ids).
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-request-id', request.id)
+  })
+  // Every JSON route, before any is registered: JSON.parse of a body nested a million deep blocks the
+  // event loop for a second, so the depth is checked on the text first (docs/api.md#errors).
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, depthLimitedJsonParser(app.getDefaultJsonParser('error', 'error')))
 
   try {
     await app.register(securityHeaders)
     await app.register(storePlugin)
+    await app.register(authThrottle)
     await app.register(authPlugin)
     await app.register(bullBoardPlugin)
     await app.register(docsPlugin)
@@ -96,6 +110,31 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     throw error
   }
   return app
+}
+
+/**
+ * TRUST_PROXY (docs/configuration.md#api-listener) as Fastify's trustProxy: `false`, `true`, or the
+ * proxies' addresses and CIDRs, whose X-Forwarded-For entries proxy-addr skips from the right.
+ */
+function trustedProxies(value: string): boolean | string[] {
+  const setting = value.trim().toLowerCase()
+  if (setting === 'true' || setting === 'false') return setting === 'true'
+  const entries = listOf(value)
+  for (const entry of entries) {
+    const [address = '', bits, ...extra] = entry.split('/')
+    const family = isIP(address)
+    const prefix = bits === undefined ? 0 : /^\d{1,3}$/.test(bits) ? Number(bits) : NaN
+    if (family === 0 || !(prefix <= (family === 6 ? 128 : 32)) || extra.length > 0) {
+      throw new ConfigError(`Invalid configuration: TRUST_PROXY must be false, true or comma-separated IP addresses or CIDRs (got ${JSON.stringify(entry)})`)
+    }
+  }
+  return entries
+}
+
+/** A client's id of 1–64 safe characters is kept (docs/api.md#request-ids); anything else could forge log lines or headers. */
+function requestId(request: IncomingMessage): string {
+  const id = request.headers['x-request-id']
+  return typeof id === 'string' && /^[A-Za-z0-9._-]{1,64}$/.test(id) ? id : randomUUID()
 }
 
 /** One line naming the field: `body/messages/3/to must be string`, `body/extra is not allowed`. */

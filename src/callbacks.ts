@@ -19,6 +19,8 @@ export interface CallbackPayload {
 
 export interface CallbackJob {
   url: string
+  /** Whose message it is: its callbacks are signed with that tenant's secret (absent in jobs of old: the default tenant). */
+  tenant?: string
   payload: CallbackPayload
 }
 
@@ -59,6 +61,6 @@ export function callbackJobs(transitions: Transition[], results: TransitionResul
       at: 'at' in r ? r.at : (t.at ?? at),
       infobip: { status: infobip?.status ?? null, error: infobip?.error ?? null },
     }
-    return [{ name: 'callback', data: { url: r.callbackUrl, payload }, opts: { ...options, jobId: id } }]
+    return [{ name: 'callback', data: { url: r.callbackUrl, tenant: r.tenant, payload }, opts: { ...options, jobId: id } }]
   })
 }

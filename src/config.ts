@@ -14,6 +14,7 @@ export const ConfigSchema = Type.Object({
   REDIS_URL: Type.String({ default: 'redis://127.0.0.1:6379', pattern: '^rediss?://' }),
   KEY_PREFIX: Type.String({ default: 'sms', pattern: '^[A-Za-z0-9_.:-]+$' }),
   API_KEYS: Type.Optional(Type.String({ minLength: 1 })),
+  TENANTS_FILE: Type.Optional(Type.String({ minLength: 1 })),
   INFOBIP_BASE_URL: Type.Optional(Type.String({ pattern: '^https?://' })),
   INFOBIP_API_KEY: Type.Optional(Type.String({ minLength: 1 })),
   INFOBIP_SENDER: Type.String({ default: 'InfoSMS', minLength: 1 }),
@@ -21,7 +22,8 @@ export const ConfigSchema = Type.Object({
   PUBLIC_BASE_URL: Type.String({ default: 'http://localhost:3000', pattern: '^https?://' }),
   DLR_WEBHOOK_TOKEN: Type.Optional(Type.String({ minLength: 16 })),
   DLR_ALLOWED_IPS: Type.Optional(Type.String()),
-  TRUST_PROXY: Type.Boolean({ default: false }),
+  /** `false`, `true`, or the trusted proxies' addresses/CIDRs, comma-separated (docs/configuration.md). */
+  TRUST_PROXY: Type.String({ default: 'false', minLength: 1 }),
   SEND_MAX_ATTEMPTS: Int(8, 1, 100),
   SEND_BACKOFF_MS: Int(1000, 1),
   SEND_CONCURRENCY: Int(50, 1, 10_000),
@@ -60,12 +62,24 @@ export const ConfigSchema = Type.Object({
 export type Config = Static<typeof ConfigSchema>
 export type ConfigKey = keyof Config
 
-/** What each kind of process cannot run without. */
+/** What each kind of process cannot run without (the API needs API_KEYS or TENANTS_FILE: see tenants.ts). */
 export const REQUIRED = {
-  api: ['API_KEYS', 'DLR_WEBHOOK_TOKEN'],
+  api: ['DLR_WEBHOOK_TOKEN'],
   worker: ['INFOBIP_BASE_URL', 'INFOBIP_API_KEY', 'DLR_WEBHOOK_TOKEN'],
   simulator: ['INFOBIP_API_KEY'],
 } as const satisfies Record<string, readonly ConfigKey[]>
+
+/**
+ * The secrets `npm run dev` fills in when the environment does not set them. With NODE_ENV=production
+ * they are refused: they are printed on every developer's screen and written in the README.
+ */
+export const DEVELOPMENT_SECRETS = {
+  API_KEYS: 'dev-api-key',
+  DLR_WEBHOOK_TOKEN: 'dev-dlr-token-change-me',
+  INFOBIP_API_KEY: 'dev-infobip-key',
+  CALLBACK_SIGNING_SECRET: 'whsec_ZGV2LWNhbGxiYWNrLXNlY3JldC1rZXktMDEyMzQ1Njc=',
+  BULL_BOARD_PASSWORD: 'admin',
+} as const satisfies Partial<Record<ConfigKey, string>>
 
 /** Variables whose values never appear in an error or a log line. */
 const SECRETS = new Set(['API_KEYS', 'INFOBIP_API_KEY', 'DLR_WEBHOOK_TOKEN', 'CALLBACK_SIGNING_SECRET', 'BULL_BOARD_PASSWORD', 'REDIS_URL'])
@@ -94,10 +108,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, required: reado
     throw new ConfigError(`Invalid configuration: ${name} ${expected}${got}`)
   }
   const config = candidate as Config
+  if (config.NODE_ENV === 'production') refuseDevelopmentValues(config)
   for (const key of required) {
     if (config[key] === undefined) throw new ConfigError(`Invalid configuration: ${key} is required (see .env.example)`)
   }
   return config
+}
+
+function refuseDevelopmentValues(config: Config): void {
+  for (const [key, value] of Object.entries(DEVELOPMENT_SECRETS) as [keyof typeof DEVELOPMENT_SECRETS, string][]) {
+    const set = key === 'API_KEYS' ? listOf(config.API_KEYS) : [config[key]]
+    if (set.includes(value)) throw new ConfigError(`Invalid configuration: ${key} has the development value of npm run dev, which is refused with NODE_ENV=production`)
+  }
+  const short = listOf(config.API_KEYS).some((k) => k.length < 16)
+  if (short) throw new ConfigError('Invalid configuration: API_KEYS must each be at least 16 characters with NODE_ENV=production')
 }
 
 /** For entry points: the config, or the one-line reason on stderr and exit code 1. */

@@ -1,6 +1,6 @@
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
-import { loadConfigOrExit, REQUIRED } from './config.js'
+import { DEVELOPMENT_SECRETS, loadConfigOrExit, REQUIRED } from './config.js'
 import { createLogger } from './logger.js'
 import { buildSimulator } from './simulator/app.js'
 import { startWorkers } from '../workers/start.js'
@@ -10,15 +10,7 @@ import { startWorkers } from '../workers/start.js'
  * INFOBIP_BASE_URL is set, the built-in Infobip simulator — with development values for whatever
  * the environment does not set.
  */
-const DEV_DEFAULTS = {
-  API_KEYS: 'dev-api-key',
-  DLR_WEBHOOK_TOKEN: 'dev-dlr-token-change-me',
-  INFOBIP_API_KEY: 'dev-infobip-key',
-  CALLBACK_ALLOW_PRIVATE: 'true',
-  CALLBACK_SIGNING_SECRET: 'whsec_ZGV2LWNhbGxiYWNrLXNlY3JldC1rZXktMDEyMzQ1Njc=',
-  BULL_BOARD_USER: 'admin',
-  BULL_BOARD_PASSWORD: 'admin',
-}
+const DEV_DEFAULTS = { ...DEVELOPMENT_SECRETS, CALLBACK_ALLOW_PRIVATE: 'true', BULL_BOARD_USER: 'admin' }
 
 const env: NodeJS.ProcessEnv = { ...process.env }
 const filled: string[] = []

@@ -76,12 +76,12 @@ async function commit(store: MessageStore, queue: Queue<SendJob>, config: Config
   const stored = await store.create(messages)
   const ids = stored.map((m) => m.id)
   try {
-    const jobs = sendJobs(stored, config)
+    const jobs = sendJobs(messages, config)
     // One job is one script call; addBulk would start a MULTI, which costs more than it saves.
     if (jobs.length === 1) await queue.add(jobs[0]!.name, jobs[0]!.data, jobs[0]!.opts)
     else await queue.addBulk(jobs)
   } catch (error) {
-    await store.remove(ids).catch(() => {
+    await store.remove(messages).catch(() => {
       // Redis is gone: the records stay in the outbox, from which the send workers enqueue them.
     })
     throw error
@@ -92,23 +92,22 @@ async function commit(store: MessageStore, queue: Queue<SendJob>, config: Config
   return stored
 }
 
-/** Messages with the same send time share jobs of up to 100; a job's id is its first message's id. */
-export function sendJobs(messages: Message[], config: Config) {
-  const groups = new Map<string, Message[]>()
+/**
+ * Messages of one tenant with the same send time share jobs of up to 100 (a job names its tenant, for
+ * the logs and the dashboard); a job's id is its first message's id.
+ */
+export function sendJobs(messages: { id: string; tenant: string; sendAt?: string | null | undefined }[], config: Config) {
+  const groups = new Map<string, { tenant: string; sendAt: string | undefined; ids: string[] }>()
   for (const m of messages) {
-    const group = groups.get(m.sendAt ?? '') ?? []
-    group.push(m)
-    groups.set(m.sendAt ?? '', group)
+    const key = `${m.tenant} ${m.sendAt ?? ''}`
+    const group = groups.get(key) ?? { tenant: m.tenant, sendAt: m.sendAt ?? undefined, ids: [] }
+    group.ids.push(m.id)
+    groups.set(key, group)
   }
   const options = sendJobOptions(config)
   const now = Date.now()
-  return [...groups].flatMap(([sendAt, group]) => {
+  return [...groups.values()].flatMap(({ tenant, sendAt, ids: all }) => {
     const delay = sendAt ? Math.max(0, Date.parse(sendAt) - now) : 0
-    const jobs = []
-    for (const batch of inBatches(group)) {
-      const ids = batch.map((m) => m.id)
-      jobs.push({ name: 'send', data: { ids }, opts: { ...options, jobId: ids[0]!, ...(delay > 0 ? { delay } : {}) } })
-    }
-    return jobs
+    return [...inBatches(all)].map((ids) => ({ name: 'send', data: { ids, tenant }, opts: { ...options, jobId: ids[0]!, ...(delay > 0 ? { delay } : {}) } }))
   })
 }

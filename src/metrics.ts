@@ -16,11 +16,17 @@ export const REPORT_RESULTS = ['applied', 'duplicate', 'ignored', 'unmatched', '
 
 export const QUEUE_STATES = ['waiting', 'active', 'delayed', 'failed'] as const
 
-/** Shared counters: name → help and the closed set of values of each label (all exposed, 0 until counted). */
+/** The values of the `tenant` label are the configured tenants' names, known only at start-up. */
+export const TENANT_NAMES: readonly string[] = []
+
+/**
+ * Shared counters: name → help and the closed set of values of each label (all exposed, 0 until
+ * counted; TENANT_NAMES stands for the tenants' names).
+ */
 export const SHARED_COUNTERS = {
   sms_messages_created_total: {
-    help: 'Messages accepted by the API (a batch of 100 adds 100; idempotent replays add nothing)',
-    labels: {},
+    help: 'Messages accepted by the API, by tenant (a batch of 100 adds 100; idempotent replays add nothing)',
+    labels: { tenant: TENANT_NAMES },
   },
   sms_infobip_submissions_total: {
     help: 'Messages submitted to Infobip, by outcome (per message, not per request)',
@@ -35,8 +41,8 @@ export const SHARED_COUNTERS = {
     labels: { result: REPORT_RESULTS },
   },
   sms_status_transitions_total: {
-    help: 'Status changes of messages (one per event, QUEUED included), by new status',
-    labels: { status: Object.values(STATUS) as readonly Status[] },
+    help: 'Status changes of messages (one per event, QUEUED included), by new status and tenant',
+    labels: { status: Object.values(STATUS) as readonly Status[], tenant: TENANT_NAMES },
   },
 } as const
 
@@ -174,7 +180,7 @@ export function countTransitions(metrics: SharedMetrics) {
     results.forEach((result, i) => {
       const transition = transitions[i]!
       if (result.result !== 'applied') return
-      metrics.inc('sms_status_transitions_total', { status: transition.status })
+      metrics.inc('sms_status_transitions_total', { status: transition.status, tenant: result.tenant })
       if (isFinal(transition.status) && transition.source !== 'send' && result.submittedAt !== null) {
         metrics.observe('sms_submit_to_final_seconds', {}, Math.max(0, Date.now() - result.submittedAt) / 1000)
       }
@@ -182,10 +188,10 @@ export function countTransitions(metrics: SharedMetrics) {
   }
 }
 
-/** The API stored `n` new messages, each with its QUEUED event. */
-export function countCreated(metrics: SharedMetrics, n: number): void {
-  metrics.inc('sms_messages_created_total', {}, n)
-  metrics.inc('sms_status_transitions_total', { status: STATUS.QUEUED }, n)
+/** The API stored `n` new messages of a tenant, each with its QUEUED event. */
+export function countCreated(metrics: SharedMetrics, n: number, tenant: string): void {
+  metrics.inc('sms_messages_created_total', { tenant }, n)
+  metrics.inc('sms_status_transitions_total', { status: STATUS.QUEUED, tenant }, n)
 }
 
 export interface Series {

@@ -7,6 +7,8 @@ export type QueueName = (typeof QUEUE)[keyof typeof QUEUE]
 /** A send job names up to BATCH_SIZE messages created together; Infobip gets them in one request. */
 export interface SendJob {
   ids: string[]
+  /** Whose messages they are (jobs added before tenants existed have none: the default tenant). */
+  tenant?: string
 }
 
 /** Attempts and full-jitter exponential backoff for Infobip submissions (docs/infobip.md). */

@@ -136,6 +136,8 @@ t.test('SSRF: callback URLs on private addresses are refused unless CALLBACK_ALL
     'http://[::1]/x',
     'http://[fd00::1]/x',
     'http://[::ffff:127.0.0.1]/x',
+    'http://[::127.0.0.1]/x', // IPv4-compatible: the URL spells it ::7f00:1
+    'http://168.63.129.16/x', // Azure's host endpoint, an ordinary unicast address
     'http://0.0.0.0/x',
     'http://no-such-host.invalid/x',
   ]
@@ -186,7 +188,7 @@ t.test('at delivery time, a host that resolves to a private address is refused (
     store: app.store,
     queue: app.queues.callback,
     log: pino({ level: 'silent' }),
-    secret: CALLBACK_SECRET,
+    secret: () => CALLBACK_SECRET,
     allowPrivate: false,
   })
   t.teardown(() => processor.close())

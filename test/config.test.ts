@@ -3,8 +3,19 @@ import t from 'tap'
 import { ConfigSchema, loadConfig, REQUIRED } from '../src/config.js'
 
 t.test('defaults, and values converted from strings', async (t) => {
-  const config = loadConfig({ PORT: '3005', TRUST_PROXY: 'true', SIM_FAILURE_RATE: '0.3' })
-  t.match(config, { PORT: 3005, TRUST_PROXY: true, SIM_FAILURE_RATE: 0.3, KEY_PREFIX: 'sms', INFOBIP_API: 'v3', SEND_MAX_ATTEMPTS: 8, MESSAGE_TTL_DAYS: 30 })
+  const config = loadConfig({ PORT: '3005', TRUST_PROXY: '10.0.0.1, 10.1.0.0/16', SIM_FAILURE_RATE: '0.3' })
+  t.match(config, {
+    PORT: 3005,
+    TRUST_PROXY: '10.0.0.1, 10.1.0.0/16',
+    SIM_FAILURE_RATE: 0.3,
+    KEY_PREFIX: 'sms',
+    INFOBIP_API: 'v3',
+    SEND_MAX_ATTEMPTS: 8,
+    MESSAGE_TTL_DAYS: 30,
+  })
+  // TRUST_PROXY stays text: buildApp reads false, true or the proxies' addresses from it (test/routes/edge.test.ts).
+  t.equal(loadConfig({}).TRUST_PROXY, 'false')
+  t.equal(loadConfig({ TRUST_PROXY: 'true' }).TRUST_PROXY, 'true')
 })
 
 t.test('a bad or missing variable stops start-up with one line naming it', async (t) => {

@@ -1,10 +1,12 @@
 import { Writable } from 'node:stream'
+import { Redis } from 'ioredis'
 import { pino } from 'pino'
 import t from 'tap'
 import { buildApp } from '../src/app.js'
 import { loggerOptions } from '../src/logger.js'
+import { makeKeys } from '../src/store/keys.js'
 import { startWorkers } from '../workers/start.js'
-import { API_KEY, cleanup, DLR_TOKEN, INFOBIP_KEY, startSimulator, testConfig, waitFor } from './helpers/index.js'
+import { API_KEY, AUTH, cleanup, DLR_TOKEN, INFOBIP_KEY, REDIS_URL, startSimulator, testConfig, waitFor } from './helpers/index.js'
 
 /** Collects every log line a process would print. */
 function capture() {
@@ -73,4 +75,70 @@ t.test('a full send → report cycle logs no secret, no text and no full phone n
   for (const digits of ['41793026123', '41793020006', '41793020007', '793026123']) {
     t.notOk(all.includes(digits), `no full number ${digits.slice(-4)} in the logs`)
   }
+})
+
+t.test("a Redis error logs the command's name, never its arguments", async (t) => {
+  const { KEY_PREFIX } = testConfig('log-redis-error')
+  const redis = new Redis(REDIS_URL)
+  t.teardown(async () => {
+    redis.disconnect()
+    await cleanup(KEY_PREFIX)
+  })
+  const key = `${KEY_PREFIX}:a-string`
+  await redis.set(key, 'x')
+  const phone = '41793026123'
+  const text = 'Secret code 987654 for Alice'
+  // A real ReplyError, which ioredis gives `command: { name, args }`.
+  const error = (await redis.hset(key, 'to', phone, 'text', text).catch((e: unknown) => e)) as Error & { command?: { args?: unknown } }
+  t.match(error, { message: /^WRONGTYPE/, command: { name: 'hset', args: [key, 'to', phone, 'text', text] } }, 'the error carries the arguments')
+
+  const logs = capture()
+  const log = pino(loggerOptions('info'), logs.stream)
+  log.error({ err: error }, 'as err')
+  log.warn({ error }, 'as error')
+  log.error(error)
+  log.error({ err: new Error('could not store', { cause: error }) }, 'as a cause')
+  log.error({ err: new AggregateError([error, new Error('other')], 'several failed') }, 'inside an AggregateError')
+  log.error({ err: Object.assign(new Error('batch failed'), { errors: [error], previous: { error } }) }, 'inside arrays and objects')
+  log.error({ err: Object.assign(new Error('child failed'), { args: [phone], argv: ['node', text] }) }, 'its own args')
+  log.warn({ error: 'a plain message' }, 'a string stays as it is')
+
+  t.equal(logs.lines.length, 8)
+  for (const line of logs.lines) {
+    const entry = JSON.parse(line)
+    const context = `${entry.msg}`
+    t.notOk(line.includes(phone), `${context}: no phone number`)
+    t.notOk(line.includes('987654'), `${context}: no text`)
+    if (entry.msg === 'a string stays as it is') t.equal(entry.error, 'a plain message', context)
+    else if (entry.msg !== 'its own args')
+      t.match(line, /WRONGTYPE Operation against a key holding the wrong kind of value/, `${context}: the message is there`)
+  }
+  const [asErr, asError, bare] = logs.lines.map((l) => JSON.parse(l))
+  for (const logged of [asErr.err, asError.error, bare.err]) {
+    t.match(logged, { type: String, message: /^WRONGTYPE/, stack: /^\w*Error: WRONGTYPE/, command: { name: 'hset', args: '[redacted]' } })
+  }
+  t.match(JSON.parse(logs.lines[4]!).err.aggregateErrors, [{ command: { name: 'hset' } }, { message: 'other' }])
+  t.match(JSON.parse(logs.lines[5]!).err, { errors: [{ command: { name: 'hset' } }], previous: { error: { command: { name: 'hset' } } } })
+})
+
+t.test('a Redis error in a request: the API logs the command, not the message it was storing', async (t) => {
+  const logs = capture()
+  const config = testConfig('log-api-redis-error')
+  const app = await buildApp(config, { logger: { ...loggerOptions('info'), stream: logs.stream } })
+  const redis = new Redis(REDIS_URL)
+  t.teardown(async () => {
+    await app.close()
+    redis.disconnect()
+    await cleanup(config.KEY_PREFIX)
+  })
+  // The outbox of the wrong type: the script storing the message fails with WRONGTYPE.
+  await redis.set(makeKeys(config.KEY_PREFIX).outbox(), 'not a sorted set')
+  const text = 'Your code is 246810, Bob'
+  const res = await app.inject({ method: 'POST', url: '/messages', headers: AUTH, payload: { to: '+41 79 302 55 44', text } })
+  t.equal(res.statusCode, 500)
+
+  const failed = logs.lines.map((l) => JSON.parse(l)).find((entry) => entry.msg === 'request failed')
+  t.match(failed, { reqId: String, err: { message: /WRONGTYPE/, command: { name: String } } }, 'the failure is logged with its command')
+  const all = logs.lines.join('\n')
+  for (const secret of [text, '246810', '41793025544', '793025544']) t.notOk(all.includes(secret), `no "${secret}" in the logs`)
 })

@@ -124,10 +124,10 @@ t.test('a scrape of another API process shows what the API and the workers count
     t,
     scrape,
     {
-      sms_messages_created_total: 10,
+      'sms_messages_created_total{tenant="default"}': 10,
       ...Object.fromEntries(
         ['QUEUED', 'PENDING', 'SENT', 'DELIVERED', 'UNDELIVERABLE', 'EXPIRED', 'REJECTED', 'FAILED'].map((s) => [
-          `sms_status_transitions_total{status="${s}"}`,
+          `sms_status_transitions_total{status="${s}",tenant="default"}`,
           byStatus(s),
         ]),
       ),
@@ -232,8 +232,8 @@ t.test('a destination refused in Infobip’s answer counts as rejected, the rest
     {
       'sms_infobip_submissions_total{outcome="accepted"}': 2,
       'sms_infobip_submissions_total{outcome="rejected"}': 2,
-      'sms_status_transitions_total{status="PENDING"}': 2,
-      'sms_status_transitions_total{status="REJECTED"}': 2,
+      'sms_status_transitions_total{status="PENDING",tenant="default"}': 2,
+      'sms_status_transitions_total{status="REJECTED",tenant="default"}': 2,
       // A rejection in the answer is the send worker's own outcome, not a report's.
       sms_submit_to_final_seconds_count: 0,
     },
@@ -287,7 +287,7 @@ t.test('the API flushes its counts when it closes', async (t) => {
   await app.close()
   const redis = new Redis(REDIS_URL)
   t.teardown(() => redis.disconnect())
-  t.match(await redis.hgetall(makeKeys(config.KEY_PREFIX).metrics()), { sms_messages_created_total: '1', 'sms_status_transitions_total{status="QUEUED"}': '1' })
+  t.match(await redis.hgetall(makeKeys(config.KEY_PREFIX).metrics()), { 'sms_messages_created_total{tenant="default"}': '1', 'sms_status_transitions_total{status="QUEUED",tenant="default"}': '1' })
 })
 
 t.test('/metrics is in the OpenAPI document under operations', async (t) => {

@@ -1,37 +1,55 @@
 import { DelayedError, UnrecoverableError, type Job, type Queue } from 'bullmq'
 import type { Logger } from 'pino'
 import { Agent, request } from 'undici'
-import { guardedLookup } from '../src/callback-url.js'
+import { callbackUrlProblemWithoutDns, guardedLookup } from '../src/callback-url.js'
 import { eventId, type CallbackJob } from '../src/callbacks.js'
 import type { MessageStore } from '../src/store/message-store.js'
 import { signedHeaders } from '../src/webhooks.js'
+import { DEFAULT_TENANT } from '../src/tenants.js'
 
-const TIMEOUT_MS = 10_000
+/**
+ * How much of the receiver's answer is read: only its status code matters, and reading a small answer
+ * to its end keeps the connection for the next delivery.
+ */
+const MAX_ANSWER_BYTES = 4096
 
 export interface CallbackDeps {
   store: MessageStore
   queue: Queue<CallbackJob>
   log: Logger
-  secret: string | undefined
+  /** The signing secret of a tenant's callbacks: its own `callbackSigningSecret`, else CALLBACK_SIGNING_SECRET. */
+  secret: (tenant: string | undefined) => string | undefined
   allowPrivate: boolean
+  /** The whole time one delivery may take: connecting, headers and body (docs/statuses.md#retries). */
+  timeoutMs?: number
 }
 
 /**
  * Delivers one status change to the client's callbackUrl, signed per Standard Webhooks. Non-2xx or
- * no answer in 10 s throws (BullMQ retries with backoff); 410 Gone stops every later delivery for
- * the message. Connections go through a DNS lookup that refuses private addresses, so a host that
- * was public when the message was accepted cannot be rebound to an internal one.
+ * no complete answer in 10 s throws (BullMQ retries with backoff); 410 Gone stops every later
+ * delivery for the message. Connections go through a DNS lookup that refuses private addresses, so a
+ * host that was public when the message was accepted cannot be rebound to an internal one.
  */
 export function makeCallbackProcessor(deps: CallbackDeps) {
+  const timeoutMs = deps.timeoutMs ?? 10_000
   const dispatcher = new Agent({
-    connect: deps.allowPrivate ? { timeout: TIMEOUT_MS } : { timeout: TIMEOUT_MS, lookup: guardedLookup },
+    connect: deps.allowPrivate ? { timeout: timeoutMs } : { timeout: timeoutMs, lookup: guardedLookup },
     keepAliveTimeout: 10_000,
   })
 
   async function processCallback(job: Job<CallbackJob>, token?: string): Promise<string> {
     const { url, payload } = job.data
-    const log = deps.log.child({ jobId: job.id, messageId: payload.messageId, seq: payload.seq, attempt: job.attemptsMade + 1 })
-    if (!deps.secret) throw new UnrecoverableError('CALLBACK_SIGNING_SECRET is not set')
+    const tenant = job.data.tenant ?? DEFAULT_TENANT
+    const log = deps.log.child({ jobId: job.id, tenant, messageId: payload.messageId, seq: payload.seq, attempt: job.attemptsMade + 1 })
+    const secret = deps.secret(tenant)
+    if (!secret) throw new UnrecoverableError('no callback signing secret: set CALLBACK_SIGNING_SECRET or the tenant’s callbackSigningSecret')
+    // undici connects to an IP literal without calling `guardedLookup`, so such a host is checked
+    // here; a refused URL (docs/api.md#send-one-message) stays refused however often it is tried.
+    const refused = callbackUrlProblemWithoutDns(url, deps.allowPrivate)
+    if (refused) {
+      log.warn({ reason: refused }, 'callback URL refused')
+      throw new UnrecoverableError(`callback URL is refused: ${refused}`)
+    }
     if (await deps.store.callbacksStopped(payload.messageId)) return 'stopped'
     if (await previousStillPending(payload.messageId, payload.seq)) {
       // Keep a message's events in seq order: wait (without using an attempt) for the previous one
@@ -42,20 +60,23 @@ export function makeCallbackProcessor(deps: CallbackDeps) {
 
     const body = JSON.stringify(payload)
     let status: number
+    // One deadline for the whole delivery: undici's own timeouts restart at every byte, so a receiver
+    // that trickles its answer would hold this worker forever.
+    const deadline = AbortSignal.timeout(timeoutMs)
     try {
       const response = await request(url, {
         method: 'POST',
         dispatcher,
-        headers: { 'content-type': 'application/json', ...signedHeaders(deps.secret, payload.eventId, body) },
+        headers: { 'content-type': 'application/json', ...signedHeaders(secret, payload.eventId, body) },
         body,
-        headersTimeout: TIMEOUT_MS,
-        bodyTimeout: TIMEOUT_MS,
+        signal: deadline,
       })
       status = response.statusCode
-      await response.body.dump()
+      await response.body.dump({ limit: MAX_ANSWER_BYTES, signal: deadline })
     } catch (error) {
-      log.warn({ error: (error as Error).message }, 'callback not delivered')
-      throw error
+      const reason = deadline.aborted ? new Error(`callback receiver gave no complete answer within ${timeoutMs} ms`) : (error as Error)
+      log.warn({ error: reason.message }, 'callback not delivered')
+      throw reason
     }
     if (status === 410) {
       await deps.store.stopCallbacks(payload.messageId)

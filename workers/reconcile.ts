@@ -17,6 +17,8 @@ export interface ReconcileDeps {
   log: Logger
   afterSeconds: number
   ttlDays: number
+  /** Whose indexes to trim. */
+  tenants: string[]
   apply: (transitions: Transition[]) => Promise<TransitionResult[]>
 }
 
@@ -32,7 +34,7 @@ export function makeReconcileProcessor(deps: ReconcileDeps) {
     const now = Date.now()
     const retention = deps.ttlDays * 24 * 60 * 60 * 1000
     const stale = await deps.store.retireOpen(now - LOGS_RETENTION_MS, now - retention)
-    await deps.store.trimIndexes(new Date(now - retention))
+    for (const tenant of deps.tenants) await deps.store.trimIndexes(tenant, new Date(now - retention))
 
     const due = await deps.store.dueForReconcile(now - deps.afterSeconds * 1000, IDS_PER_CALL * MAX_CALLS_PER_RUN)
     let applied = 0

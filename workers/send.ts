@@ -8,6 +8,7 @@ import { InfobipAuthError, type InfobipClient } from '../src/infobip/client.js'
 import type { InfobipReport } from '../src/infobip/requests.js'
 import type { SendJob } from '../src/queues.js'
 import type { MessageStore } from '../src/store/message-store.js'
+import { DEFAULT_TENANT } from '../src/tenants.js'
 import type { ApplyTransitions } from './transitions.js'
 
 export interface SendDeps {
@@ -80,7 +81,7 @@ export function makeSendProcessor(deps: SendDeps) {
   }
 
   async function send(job: Job<SendJob>): Promise<void> {
-    const jobLog = log.child({ jobId: job.id, attempt: job.attemptsMade + 1 })
+    const jobLog = log.child({ jobId: job.id, tenant: job.data.tenant ?? DEFAULT_TENANT, attempt: job.attemptsMade + 1 })
     const claimOptions = { owner: job.id ?? '', busyMs: deps.busyMs }
 
     if (deps.rateLimitPerSecond > 0 && !(await store.reserveSendBudget(job.data.ids.length, deps.rateLimitPerSecond))) {

@@ -8,6 +8,7 @@ import { countTransitions, SharedMetrics } from '../src/metrics.js'
 import { createQueue, QUEUE, sendJobOptions, type DlrJob, type SendJob } from '../src/queues.js'
 import { connectOrExplain, createRedis } from '../src/redis.js'
 import { MessageStore } from '../src/store/message-store.js'
+import { DEFAULT_TENANT, loadTenants, type Tenants } from '../src/tenants.js'
 import { makeCallbackProcessor } from './callback.js'
 import { makeDlrProcessor } from './dlr.js'
 import { startOutboxSweeper } from './outbox.js'
@@ -29,6 +30,8 @@ interface Shared {
   metrics: SharedMetrics
   apply: ApplyTransitions
   callbackQueue: Queue<CallbackJob>
+  /** The tenants' settings (TENANTS_FILE): callback secrets, and whose indexes the reconciler trims. */
+  tenants: Tenants
 }
 
 /** The kinds of work a worker process can run: WORKER_QUEUES names them (default: all). */
@@ -46,6 +49,7 @@ export type WorkerKind = keyof typeof KINDS
  * side by side: the queues and the transition script are what coordinate them.
  */
 export async function startWorkers(config: Config, log: Logger): Promise<Running> {
+  const tenants = loadTenants(config, { requireKeys: false })
   const redis = createRedis(config.REDIS_URL, 'worker')
   await connectOrExplain(redis, config.REDIS_URL)
   const connection = createRedis(config.REDIS_URL, 'worker', { lazyConnect: false })
@@ -56,7 +60,7 @@ export async function startWorkers(config: Config, log: Logger): Promise<Running
   const apply = makeApplyTransitions({ store, callbackQueue, callbackOptions: callbackJobOptions(config), onApplied: countTransitions(metrics) })
   // Every process takes its calls to Infobip's logs API from one budget in Redis.
   const infobip = new InfobipClient(config, { logsBudget: () => store.reserveLogsCall(LOGS_CALLS_PER_MINUTE) })
-  const shared: Shared = { config, log, connection, store, infobip, metrics, apply, callbackQueue }
+  const shared: Shared = { config, log, connection, store, infobip, metrics, apply, callbackQueue, tenants }
 
   const kinds = listOf(config.WORKER_QUEUES) as WorkerKind[]
   const running = await Promise.all(kinds.map((kind) => KINDS[kind](shared)))
@@ -128,7 +132,7 @@ async function startCallback(shared: Shared): Promise<Running> {
     store: shared.store,
     queue: shared.callbackQueue,
     log: shared.log.child({ worker: 'callback' }),
-    secret: config.CALLBACK_SIGNING_SECRET,
+    secret: (tenant = DEFAULT_TENANT) => shared.tenants.get(tenant)?.callbackSigningSecret ?? config.CALLBACK_SIGNING_SECRET,
     allowPrivate: config.CALLBACK_ALLOW_PRIVATE,
   })
   const running = logged(new Worker<CallbackJob>(QUEUE.callback, processor, workerOptions(shared, config.CALLBACK_CONCURRENCY)), shared.log)
@@ -168,6 +172,7 @@ async function startReconcile(shared: Shared): Promise<Running> {
     log: shared.log.child({ worker: 'reconcile' }),
     afterSeconds: config.RECONCILE_AFTER_SECONDS,
     ttlDays: config.MESSAGE_TTL_DAYS,
+    tenants: [...new Set([DEFAULT_TENANT, ...shared.tenants.names])],
   })
   const running = logged(new Worker(QUEUE.reconcile, reconcile, workerOptions(shared, 1)), shared.log)
   return {

@@ -1,3 +1,4 @@
+import { DEFAULT_TENANT } from '../../src/tenants.js'
 import { basename, join } from 'node:path'
 import type { Redis } from 'ioredis'
 import { newMessageId } from '../../src/accept-messages.js'
@@ -103,6 +104,7 @@ async function inChunks<T>(items: T[], work: (chunk: T[]) => Promise<void>): Pro
 export async function storeMessages(store: MessageStore, count: number): Promise<string[]> {
   const messages: NewMessage[] = Array.from({ length: count }, (_, i) => ({
     id: newMessageId(),
+    tenant: DEFAULT_TENANT,
     to: `4179${3_021_100 + (i % 8000)}`,
     from: 'InfoSMS',
     text: TEXT,

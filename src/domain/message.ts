@@ -54,6 +54,8 @@ export type Encoding = Static<typeof EncodingSchema>
 /** What the API stores for a new message; everything else is derived or added later. */
 export interface NewMessage {
   id: string
+  /** Whose it is (docs/tenants.md): kept in the record, never shown in the resource. */
+  tenant: string
   to: string
   from: string
   text: string
@@ -132,6 +134,7 @@ export interface AppliedChange {
   submittedAt: number | null
   callbackUrl: string | null
   reference: string | null
+  tenant: string
 }
 
 export type TransitionResult =
@@ -149,6 +152,7 @@ export type TransitionResult =
 export type Claim = { result: 'ok'; submission: Submission } | { result: 'missing' | 'done' | 'unknown' | 'busy' }
 
 export interface SearchQuery {
+  tenant: string
   status?: Status | undefined
   reference?: string | undefined
   /** Digits only, as stored. */

@@ -38,3 +38,16 @@ export function maskPhone(digits: string): string {
   if (digits.length <= 4) return '*'.repeat(digits.length)
   return '*'.repeat(digits.length - 4) + digits.slice(-4)
 }
+
+const PHONE_FIELDS = new Set(['to', 'from', 'destination', 'sender'])
+
+/** A copy of a report or job with every phone-like `to`/`from`/`destination`/`sender` masked (maskPhone). */
+export function maskPhones(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(maskPhones)
+  if (typeof value !== 'object' || value === null) return value
+  const masked: Record<string, unknown> = {}
+  for (const [key, field] of Object.entries(value)) {
+    masked[key] = PHONE_FIELDS.has(key) && typeof field === 'string' && /^\+?[\d\s()./-]{5,}$/.test(field) ? maskPhone(field.replace(/\D/g, '')) : maskPhones(field)
+  }
+  return masked
+}

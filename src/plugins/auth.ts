@@ -1,17 +1,20 @@
 import { createHash, timingSafeEqual } from 'node:crypto'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { listOf } from '../config.js'
+import type { Logger } from 'pino'
 import { HttpError } from '../errors.js'
+import { loadTenants, type Tenant, type Tenants } from '../tenants.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** onRequest hook for routes that need `Authorization: Bearer <one of API_KEYS>`. */
+    /** Every tenant and its keys (TENANTS_FILE and API_KEYS). */
+    tenants: Tenants
+    /** onRequest hook for routes that need `Authorization: Bearer <API key>`: sets `request.tenant`. */
     authenticate: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
   }
   interface FastifyRequest {
-    /** A stable, non-secret name of the API key used: the namespace of its idempotency keys. */
-    apiKeyScope: string
+    /** The tenant of the request's API key: every route under /messages, /callbacks and /suppressions acts for it. */
+    tenant: Tenant
   }
 }
 
@@ -32,17 +35,24 @@ export function matchSecret(presented: string, accepted: Buffer[]): number {
 
 export default fp(
   async function authPlugin(app) {
-    const { config } = app
-    const keys = listOf(config.API_KEYS).map(digest)
-    const scopes = keys.map((k) => k.toString('base64url').slice(0, 16))
-    app.decorateRequest('apiKeyScope', '')
-    app.decorate('authenticate', async (request: FastifyRequest) => {
+    app.decorate('tenants', loadTenants(app.config))
+    app.decorateRequest('tenant', null as unknown as Tenant)
+    app.decorate('authenticate', async (request: FastifyRequest, reply: FastifyReply) => {
+      // An address that has guessed wrong too often is refused first, the right key included (docs/operations.md#security).
+      await app.authFailures.check(request, reply)
       const header = request.headers.authorization ?? ''
       const [scheme, token] = header.split(' ', 2)
-      const match = scheme?.toLowerCase() === 'bearer' && token ? matchSecret(token, keys) : -1
-      if (match < 0) throw new HttpError(401, 'Missing or invalid API key: send Authorization: Bearer <key>', 'UNAUTHORIZED')
-      request.apiKeyScope = scopes[match]!
+      const tenant = scheme?.toLowerCase() === 'bearer' && token ? app.tenants.authenticate(token) : undefined
+      if (!tenant) {
+        await app.authFailures.record(request)
+        throw new HttpError(401, 'Missing or invalid API key: send Authorization: Bearer <key>', 'UNAUTHORIZED')
+      }
+      request.tenant = tenant
+      // The request's own child logger (pino's; a disabled logger has none to bind): every later line of
+      // this request, the completion line included, names the tenant.
+      const log = request.log as Partial<Logger>
+      if (typeof log.setBindings === 'function') log.setBindings({ tenant: tenant.name })
     })
   },
-  { name: 'auth' },
+  { name: 'auth', dependencies: ['auth-throttle'] },
 )

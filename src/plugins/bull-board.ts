@@ -40,8 +40,10 @@ const DROPPED_FIELDS = new Set(['text'])
 /**
  * Bull Board at `/admin/queues` over every queue (docs/operations.md#dashboard), behind HTTP Basic auth. Not mounted at
  * all unless both BULL_BOARD_USER and BULL_BOARD_PASSWORD are set. Read-only unless
- * BULL_BOARD_READ_ONLY=false. Job data and return values are shown without message text and with
- * phone numbers cut to their last four digits: a dlr job holds Infobip's raw reports.
+ * BULL_BOARD_READ_ONLY=false. Job data and return values are shown without message text, with
+ * phone numbers cut to their last four digits (a dlr job holds Infobip's raw reports), and with URLs
+ * stripped of their credentials (a callback job holds the client's callback URL). Failed logins
+ * count towards the per-address throttle (auth-throttle.ts).
  */
 export default fp(
   async function bullBoardPlugin(app) {
@@ -74,13 +76,18 @@ export default fp(
       scope.addHook('onRoute', (route) => {
         route.config = { ...route.config, helmet: DASHBOARD_HELMET } as typeof route.config
       })
+      // The dashboard's routes have Bull Board's own error handler, so refusals are sent here, not thrown.
       scope.addHook('onRequest', async (request, reply) => {
-        if (matchSecret(basicCredentials(request), expected) < 0) return challenge(reply)
+        const wait = await app.authFailures.retryAfter(request)
+        if (wait > 0) return tooManyFailures(reply, wait)
+        if (matchSecret(basicCredentials(request), expected) >= 0) return
+        await app.authFailures.record(request)
+        return challenge(reply)
       })
       await scope.register(serverAdapter.registerPlugin(), { prefix: BULL_BOARD_PATH })
     })
   },
-  { name: 'bull-board', dependencies: ['store'] },
+  { name: 'bull-board', dependencies: ['store', 'auth-throttle'] },
 )
 
 /** `user:password` from `Authorization: Basic …`, or '' (which never matches). */
@@ -96,9 +103,20 @@ function challenge(reply: FastifyReply) {
     .send({ statusCode: 401, error: 'Unauthorized', message: 'Dashboard credentials required (HTTP Basic)' })
 }
 
-/** A copy of job data without `text` and with phone-like `to`/`destination`/`from` masked. */
+function tooManyFailures(reply: FastifyReply, wait: number) {
+  return reply
+    .code(429)
+    .header('retry-after', String(wait))
+    .send({ statusCode: 429, error: 'Too Many Requests', message: `Too many failed authentications from this address; retry in ${wait} s` })
+}
+
+/**
+ * A copy of job data without `text`, with phone-like `to`/`destination`/`from` masked, and with every
+ * http(s) URL (a callback's `url`, a message's `callbackUrl`) shown by `maskUrl`.
+ */
 export function maskJobData(value: unknown): unknown {
   if (Array.isArray(value)) return value.map(maskJobData)
+  if (typeof value === 'string') return maskUrl(value)
   if (value === null || typeof value !== 'object') return value
   const masked: Record<string, unknown> = {}
   for (const [key, field] of Object.entries(value)) {
@@ -111,3 +129,22 @@ export function maskJobData(value: unknown): unknown {
 const isPhoneLike = (value: unknown): value is string | number =>
   (typeof value === 'string' && /^\+?[\d\s().-]+$/.test(value) && value.replace(/\D/g, '').length >= 5) ||
   (typeof value === 'number' && Number.isInteger(value) && value >= 10_000)
+
+/**
+ * An http(s) URL without its credentials: userinfo becomes `***`, each query value (or a parameter
+ * without `=`) becomes `***`, and so does a fragment; scheme, host and path are kept, so that the
+ * target stays recognisable. Parsed as the callback worker's HTTP client parses it, so what it would
+ * send as credentials is what is masked. Any other string is returned as it is.
+ */
+export function maskUrl(value: string): string {
+  if (!URL.canParse(value)) return value
+  const url = new URL(value)
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return value
+  const userinfo = url.username || url.password ? '***@' : ''
+  const query = url.search
+    .slice(1)
+    .split('&')
+    .map((part) => (part === '' ? '' : part.includes('=') ? `${part.slice(0, part.indexOf('='))}=***` : '***'))
+    .join('&')
+  return `${url.protocol}//${userinfo}${url.host}${url.pathname}${url.search ? `?${query}` : ''}${url.hash ? '#***' : ''}`
+}

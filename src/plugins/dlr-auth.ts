@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import { BlockList, isIP } from 'node:net'
-import type { FastifyRequest } from 'fastify'
+import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { ConfigError, listOf } from '../config.js'
 import { HttpError } from '../errors.js'
@@ -8,8 +8,11 @@ import { matchSecret } from './auth.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
-    /** onRequest hook of the routes Infobip calls (`/infobip-dlr`): DLR_ALLOWED_IPS (403), then DLR_WEBHOOK_TOKEN (401). */
-    authenticateInfobip: (request: FastifyRequest) => Promise<void>
+    /**
+     * onRequest hook of the routes Infobip calls (`/infobip-dlr`): DLR_ALLOWED_IPS (403), then the
+     * failed-authentication throttle (429), then DLR_WEBHOOK_TOKEN (401).
+     */
+    authenticateInfobip: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
   }
 }
 
@@ -22,17 +25,19 @@ export default fp(
     const { config } = app
     const token = config.DLR_WEBHOOK_TOKEN ? [createHash('sha256').update(config.DLR_WEBHOOK_TOKEN).digest()] : []
     const allowed = allowList(config.DLR_ALLOWED_IPS)
-    app.decorate('authenticateInfobip', async (request: FastifyRequest) => {
+    app.decorate('authenticateInfobip', async (request: FastifyRequest, reply: FastifyReply) => {
       if (allowed && !allowed.check(request.ip, isIP(request.ip) === 6 ? 'ipv6' : 'ipv4')) {
         throw new HttpError(403, 'Source address not allowed (DLR_ALLOWED_IPS)', 'FORBIDDEN')
       }
+      await app.authFailures.check(request, reply)
       // Every form is compared, each in constant time: which one was used is not a secret.
       if (!presentedTokens(request).some((presented) => matchSecret(presented, token) >= 0)) {
+        await app.authFailures.record(request)
         throw new HttpError(401, 'Missing or invalid webhook token: send ?token=, X-Webhook-Token or HTTP Basic', 'UNAUTHORIZED')
       }
     })
   },
-  { name: 'dlr-auth' },
+  { name: 'dlr-auth', dependencies: ['auth-throttle'] },
 )
 
 function presentedTokens(request: FastifyRequest): string[] {

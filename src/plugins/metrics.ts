@@ -46,6 +46,7 @@ export default fp(
     registerShared(
       registry,
       sharedReader(() => readSharedMetrics(app.redis, config.KEY_PREFIX)),
+      app.tenants.names,
     )
     registerQueueDepths(registry, queues)
 
@@ -74,7 +75,7 @@ export default fp(
       async (_request, reply) => reply.type(registry.contentType).send(await registry.metrics()),
     )
   },
-  { name: 'metrics', dependencies: ['store'] },
+  { name: 'metrics', dependencies: ['store', 'auth'] },
 )
 
 type Snapshot = Awaited<ReturnType<typeof readSharedMetrics>>
@@ -90,9 +91,11 @@ function sharedReader(read: () => Promise<Snapshot>): () => Promise<Snapshot> {
  * totals in Redis (synchronously after the read, so two scrapes cannot mix). Every known label value
  * is exposed, at 0 until counted, so that rate() has a series from the start.
  */
-function registerShared(registry: Registry, read: () => Promise<Snapshot>): void {
+function registerShared(registry: Registry, read: () => Promise<Snapshot>, tenants: string[]): void {
   for (const [name, spec] of Object.entries(SHARED_COUNTERS)) {
-    const labelSets = combinations(spec.labels)
+    const labels: Record<string, readonly string[]> = { ...spec.labels }
+    if ('tenant' in labels) labels.tenant = tenants
+    const labelSets = combinations(labels)
     new Counter({
       name,
       help: spec.help,

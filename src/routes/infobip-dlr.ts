@@ -1,28 +1,16 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { HttpError } from '../errors.js'
+import { depthLimitedJsonParser } from '../json-depth.js'
 import dlrAuth from '../plugins/dlr-auth.js'
 import { dlrJobOptions } from '../queues.js'
 import { ErrorResponse } from '../schemas/messages.js'
 import { DLR_MAX_RESULTS, DlrAccepted, DlrBody, DlrHeaders, DlrQuery } from '../schemas/infobip.js'
-
-const MAX_DEPTH = 32
 
 declare module 'fastify' {
   interface FastifyRequest {
     /** `/infobip-dlr`: the body as received, checked to be JSON; the dlr job stores it as it is. */
     dlrBody: string
   }
-}
-
-/**
- * True when `value` nests objects or arrays deeper than `limit`. The recursion stops at `limit`, so
- * it is as deep as the limit at most, whatever the body.
- */
-function deeperThan(value: unknown, limit: number): boolean {
-  if (value === null || typeof value !== 'object') return false
-  if (limit === 0) return true
-  for (const key in value) if (deeperThan((value as Record<string, unknown>)[key], limit - 1)) return true
-  return false
 }
 
 /** 2,000 realistic reports take about 1.5 MB; pretty-printed ones up to twice that. */
@@ -36,15 +24,14 @@ const infobipDlr: FastifyPluginAsyncTypebox = async (app) => {
   await app.register(dlrAuth)
   const queue = app.queues.dlr
 
-  // Whatever Content-Type Infobip or a proxy puts on it, the body must be JSON: not JSON is a 400.
+  // Whatever Content-Type Infobip or a proxy puts on it, the body must be JSON: not JSON, or nested
+  // deeper than the API's other JSON routes allow, is a 400.
   app.removeAllContentTypeParsers()
-  const parseJson = app.getDefaultJsonParser('error', 'error')
+  const parseJson = depthLimitedJsonParser(app.getDefaultJsonParser('error', 'error'))
   app.decorateRequest('dlrBody', '')
   app.addContentTypeParser('*', { parseAs: 'string' }, (request, body, done) => {
     void parseJson(request, body as string, (error, value) => {
       if (error) return done(error)
-      // Reports are a few levels deep; a body nested thousands deep could not be applied.
-      if (deeperThan(value, MAX_DEPTH)) return done(new HttpError(400, `body is nested deeper than ${MAX_DEPTH} levels`, 'FST_ERR_VALIDATION'))
       request.dlrBody = body as string
       done(null, value)
     })

@@ -16,9 +16,9 @@ const security = [{ bearerAuth: [] }]
 const messages: FastifyPluginAsyncTypebox = async (app) => {
   const { config } = app
   const writer = new GroupCommit({ store: app.store, sendQueue: app.queues.send, config })
-  const deps = { config, store: app.store, writer, onCreated: (n: number) => countCreated(app.metrics, n) }
+  const deps = { config, store: app.store, writer, onCreated: (n: number, tenant: string) => countCreated(app.metrics, n, tenant) }
   app.addHook('onRequest', app.authenticate)
-  await registerRateLimit(app, config)
+  await registerRateLimit(app)
 
   app.post(
     '/messages',
@@ -34,9 +34,7 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request, reply) => {
-      const key = request.headers['idempotency-key']
-      const idempotency = key ? { scope: request.apiKeyScope, key } : undefined
-      const { messages, replayed } = await acceptMessages(deps, [request.body], () => 'body', idempotency)
+      const { messages, replayed } = await acceptMessages(deps, request.tenant, [request.body], () => 'body', request.headers['idempotency-key'])
       const message = messages[0]!
       if (replayed) return reply.code(200).header('idempotent-replayed', 'true').send(message)
       return reply.code(202).header('location', `/messages/${message.id}`).send(message)
@@ -57,9 +55,7 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request, reply) => {
-      const key = request.headers['idempotency-key']
-      const idempotency = key ? { scope: request.apiKeyScope, key } : undefined
-      const { messages, replayed } = await acceptMessages(deps, request.body.messages, (i) => `body/messages/${i}`, idempotency)
+      const { messages, replayed } = await acceptMessages(deps, request.tenant, request.body.messages, (i) => `body/messages/${i}`, request.headers['idempotency-key'])
       if (replayed) reply.header('idempotent-replayed', 'true')
       return reply.code(replayed ? 200 : 202).send({ messages })
     },
@@ -86,7 +82,7 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
       for (const field of ['since', 'until'] as const) {
         if (q[field] !== undefined && Number.isNaN(Date.parse(q[field]))) throw new FieldError(`querystring/${field}`, 'must be an ISO 8601 date-time')
       }
-      return app.store.search({ ...q, to, limit: q.limit === undefined ? 50 : Number(q.limit) })
+      return app.store.search({ ...q, tenant: request.tenant.name, to, limit: q.limit === undefined ? 50 : Number(q.limit) })
     },
   )
 
@@ -102,7 +98,8 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request) => {
-      const message = await app.store.get(request.params.id)
+      // Another tenant's message is not found, exactly like an unknown one (docs/tenants.md).
+      const [message] = await app.store.getOwned(request.tenant.name, [request.params.id])
       if (!message) throw new HttpError(404, `Message ${request.params.id} not found (unknown or expired)`, 'NOT_FOUND')
       return message
     },

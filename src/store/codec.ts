@@ -1,5 +1,6 @@
 import type { AppliedChange, Message, MessageError, MessageEvent, TransitionResult } from '../domain/message.js'
 import { isFinal, type Status } from '../domain/status.js'
+import { DEFAULT_TENANT } from '../tenants.js'
 
 /**
  * How a message lives in Redis: a hash of short fields (so that Redis keeps it in its compact
@@ -15,9 +16,10 @@ const EVENT_FIELD = /^e(\d+)$/
 export const eventField = (e: MessageEvent): string => `${e.status}|${e.source}|${Date.parse(e.at)}|${e.infobipStatus ?? ''}`
 
 /** The hash of a new message holds only what is set, to keep records small. */
-export function toHash(m: Message): Record<string, string | number> {
+export function toHash(m: Message, tenant: string): Record<string, string | number> {
   const hash: Record<string, string | number> = {
     id: m.id,
+    tenant,
     to: m.to,
     from: m.from,
     text: m.text,
@@ -52,6 +54,9 @@ function eventsOf(h: Record<string, string>): MessageEvent[] {
   return events.sort((a, b) => a.seq - b.seq)
 }
 
+/** Whose a record is: records written before tenants existed are the default tenant's. */
+export const tenantOf = (h: Record<string, string>): string => h.tenant ?? DEFAULT_TENANT
+
 /** The resource from its hash and `infobip` JSON. `createdAt` and `updatedAt` are the first and last event's times. */
 export function fromHash(h: Record<string, string>, infobip: string | null): Message {
   const status = h.status as Status
@@ -80,13 +85,14 @@ export function fromHash(h: Record<string, string>, infobip: string | null): Mes
 
 /** One change's reply from the TRANSITION script. */
 export function parseTransition(reply: string[]): TransitionResult {
-  const [result, previous, seq, submittedAt, callbackUrl, reference, at] = reply
+  const [result, previous, seq, submittedAt, callbackUrl, reference, tenant, at] = reply
   const change = (): AppliedChange => ({
     previous: previous as Status,
     seq: Number(seq),
     submittedAt: submittedAt ? Number(submittedAt) : null,
     callbackUrl: callbackUrl || null,
     reference: reference || null,
+    tenant: tenant!,
   })
   switch (result) {
     case 'applied':

@@ -5,27 +5,34 @@ import { STATUS, type Status } from '../domain/status.js'
  * (`{msg_…}`), so that the record (events and report fingerprints included) and its `infobip` JSON
  * live in one slot.
  *
- * The indexes (`idx:*`) are sorted sets whose members are message ids. Ids are ULIDs, which sort by
- * creation time, so all but `idx:open` use score 0 and lexicographic ranges: newest first is a
- * reverse range, and `since`/`until` are id bounds.
+ * What a tenant owns lives under `t:<tenant>:` (docs/store.md#tenants): its search indexes and its
+ * idempotency keys. The search indexes (`idx:*`) are sorted sets whose members are message ids. Ids
+ * are ULIDs, which sort by creation time, so they use score 0 and lexicographic ranges: newest first
+ * is a reverse range, and `since`/`until` are id bounds. `idx:open` and `idx:stale` are the
+ * service's own (the reconciler's), scored by submission time.
  */
 export interface Keys {
   message(id: string): string
   /** The `infobip` object of the report that set the current status, as JSON. */
   infobip(id: string): string
-  idempotency(scope: string, key: string): string
+  idempotency(tenant: string, key: string): string
   outbox(): string
   unmatched(): string
   sendBudget(second: number): string
   /** Calls made to Infobip's logs API in one minute (`minute` = Unix time / 60 s). */
   logsBudget(minute: number): string
-  /** Every message, by creation. */
-  created(): string
-  byStatus(status: Status): string
-  /** Every status index, in STATUS order (the transition script moves ids between them). */
-  statusIndexes(): string[]
-  byReference(reference: string): string
-  byRecipient(to: string): string
+  /** Every message of the tenant, by creation. */
+  created(tenant: string): string
+  byStatus(tenant: string, status: Status): string
+  /** Every status index of the tenant, in STATUS order. */
+  statusIndexes(tenant: string): string[]
+  /**
+   * What precedes a tenant's name in its keys, and what follows it in a status index's name: the
+   * transition script builds `<tenantRoot><tenant><STATUS_INDEX><status>` from the record's tenant.
+   */
+  tenantRoot(): string
+  byReference(tenant: string, reference: string): string
+  byRecipient(tenant: string, to: string): string
   /** Submitted, not yet final: score = submission time (ms); what the reconciler looks up. */
   open(): string
   /** PENDING messages past Infobip's logs window, which nothing will tell more of: score = submission time. */
@@ -40,21 +47,25 @@ export interface Keys {
   rateLimit(): string
 }
 
+export const STATUS_INDEX = ':idx:status:'
+
 export function makeKeys(prefix: string): Keys {
-  const byStatus = (status: Status) => `${prefix}:idx:status:${status}`
+  const tenantRoot = `${prefix}:t:`
+  const byStatus = (tenant: string, status: Status) => `${tenantRoot}${tenant}${STATUS_INDEX}${status}`
   return {
     message: (id) => `${prefix}:msg:{${id}}`,
     infobip: (id) => `${prefix}:msg:{${id}}:infobip`,
-    idempotency: (scope, key) => `${prefix}:idem:{${scope}}:${key}`,
+    idempotency: (tenant, key) => `${tenantRoot}${tenant}:idem:${key}`,
     outbox: () => `${prefix}:outbox`,
     unmatched: () => `${prefix}:dlr:unmatched`,
     sendBudget: (second) => `${prefix}:budget:send:${second}`,
     logsBudget: (minute) => `${prefix}:budget:logs:${minute}`,
-    created: () => `${prefix}:idx:created`,
+    created: (tenant) => `${tenantRoot}${tenant}:idx:created`,
     byStatus,
-    statusIndexes: () => Object.values(STATUS).map(byStatus),
-    byReference: (reference) => `${prefix}:idx:ref:${reference}`,
-    byRecipient: (to) => `${prefix}:idx:to:${to}`,
+    statusIndexes: (tenant) => Object.values(STATUS).map((status) => byStatus(tenant, status)),
+    tenantRoot: () => tenantRoot,
+    byReference: (tenant, reference) => `${tenantRoot}${tenant}:idx:ref:${reference}`,
+    byRecipient: (tenant, to) => `${tenantRoot}${tenant}:idx:to:${to}`,
     open: () => `${prefix}:idx:open`,
     stale: () => `${prefix}:idx:stale`,
     staleCount: () => `${prefix}:metrics:stale`,

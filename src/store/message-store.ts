@@ -10,8 +10,9 @@ import {
   type Transition,
   type TransitionResult,
 } from '../domain/message.js'
+import { maskPhones } from '../domain/phone.js'
 import { STATUS } from '../domain/status.js'
-import { FINGERPRINT_FIELD, fromHash, idBound, parseTransition, toHash } from './codec.js'
+import { FINGERPRINT_FIELD, fromHash, idBound, parseTransition, tenantOf, toHash } from './codec.js'
 import { makeKeys, type Keys } from './keys.js'
 import { defineScripts } from './scripts.js'
 import { searchMessages, type SearchPage } from './search.js'
@@ -23,6 +24,12 @@ export interface ClaimOptions {
   busyMs: number
   /** The caller looked the messages up in Infobip's logs already: claim them despite a marker. */
   force?: boolean
+}
+
+/** A stored message and whose it is. */
+export interface Owned {
+  message: Message
+  tenant: string
 }
 
 export interface IdempotencyRecord {
@@ -50,40 +57,52 @@ export class MessageStore {
   }
 
   /**
-   * Stores new messages, each with its QUEUED event, all or none (one script call each). They also go into
-   * the outbox until their send jobs exist, so that a crash between the two writes loses nothing.
+   * Stores new messages, each with its QUEUED event and its tenant's index entries, all or none. They
+   * also go into the outbox until their send jobs exist, so that a crash between the two writes loses
+   * nothing. One message is one CREATE call, which undoes itself if a write fails; several go in a
+   * MULTI, and when one of them fails the others are removed again before the error is thrown.
    */
   async create(messages: NewMessage[], now = new Date()): Promise<Message[]> {
     const ms = String(now.getTime())
     // A scheduled message is kept MESSAGE_TTL_DAYS after it is due, not after it was accepted.
-    const ttl = (m: Message) => String(this.#ttlSeconds + (m.sendAt ? Math.max(0, Math.ceil((Date.parse(m.sendAt) - now.getTime()) / 1000)) : 0))
+    const ttl = (m: NewMessage) => String(this.#ttlSeconds + (m.sendAt ? Math.max(0, Math.ceil((Date.parse(m.sendAt) - now.getTime()) / 1000)) : 0))
+    const retained = idBound(new Date(now.getTime() - this.#ttlSeconds * 1000).toISOString())
+    const recordPrefix = this.keys.message('')
     const created = messages.map((m) => queuedMessage(m, (m.createdAt ?? now).toISOString()))
     const outbox = this.keys.outbox()
-    const createdIndex = this.keys.created()
-    const queuedIndex = this.keys.byStatus(STATUS.QUEUED)
-    const args = (message: Message) => {
+    const args = (message: Message, m: NewMessage) => {
       const list = [
         this.keys.message(message.id),
         outbox,
-        createdIndex,
-        queuedIndex,
-        this.keys.byRecipient(message.to),
-        this.keys.byReference(message.reference ?? ''),
-        ttl(message),
+        this.keys.created(m.tenant),
+        this.keys.byStatus(m.tenant, STATUS.QUEUED),
+        this.keys.byRecipient(m.tenant, message.to),
+        this.keys.byReference(m.tenant, message.reference ?? ''),
+        ttl(m),
         message.id,
         ms,
         message.reference ? '1' : '',
+        retained,
+        recordPrefix.slice(0, -1),
       ]
-      const hash = toHash(message)
+      const hash = toHash(message, m.tenant)
       for (const field in hash) list.push(field, String(hash[field]))
       return list
     }
-    // One script call is atomic by itself; several go in a MULTI, so that a batch is all or nothing.
-    if (created.length === 1) await this.#redis.smsCreate(...args(created[0]!))
-    else {
-      const multi = this.#redis.multi()
-      for (const message of created) multi.smsCreate(...args(message))
-      await exec(multi)
+    if (created.length === 1) {
+      await this.#redis.smsCreate(...args(created[0]!, messages[0]!))
+      return created
+    }
+    const multi = this.#redis.multi()
+    created.forEach((message, i) => multi.smsCreate(...args(message, messages[i]!)))
+    const replies = await multi.exec()
+    if (!replies) throw new Error('redis transaction aborted')
+    const failed = replies.find(([error]) => error)
+    if (failed) {
+      await this.remove(messages.filter((_, i) => !replies[i]![0])).catch(() => {
+        // Redis is gone: what was stored waits in the outbox (docs/operations.md#guarantees).
+      })
+      throw failed[0]!
     }
     return created
   }
@@ -93,11 +112,16 @@ export class MessageStore {
     if (ids.length > 0) await this.#redis.zrem(this.keys.outbox(), ...ids)
   }
 
-  /** Removes messages whose creation could not be completed (their jobs could not be added). */
-  async remove(ids: string[]): Promise<void> {
+  /** Removes messages whose creation could not be completed: records, index entries, outbox entries. */
+  async remove(messages: NewMessage[]): Promise<void> {
+    if (messages.length === 0) return
     const multi = this.#redis.multi()
-    for (const id of ids) multi.del(this.keys.message(id), this.keys.infobip(id))
-    multi.zrem(this.keys.outbox(), ...ids)
+    for (const m of messages) {
+      multi.del(this.keys.message(m.id), this.keys.infobip(m.id))
+      for (const index of [this.keys.created(m.tenant), this.keys.byStatus(m.tenant, STATUS.QUEUED), this.keys.byRecipient(m.tenant, m.to)]) multi.zrem(index, m.id)
+      if (m.reference) multi.zrem(this.keys.byReference(m.tenant, m.reference), m.id)
+    }
+    multi.zrem(this.keys.outbox(), ...messages.map((m) => m.id))
     await exec(multi)
   }
 
@@ -111,12 +135,25 @@ export class MessageStore {
   }
 
   async getMany(ids: string[]): Promise<(Message | undefined)[]> {
+    return (await this.getOwners(ids)).map((owned) => owned?.message)
+  }
+
+  /**
+   * The tenant's messages among `ids`; another tenant's are undefined, exactly like unknown ones,
+   * and cost the same round trip (docs/tenants.md#what-is-isolated).
+   */
+  async getOwned(tenant: string, ids: string[]): Promise<(Message | undefined)[]> {
+    return (await this.getOwners(ids)).map((owned) => (owned?.tenant === tenant ? owned.message : undefined))
+  }
+
+  /** Messages with their tenants, in one round trip. */
+  async getOwners(ids: string[]): Promise<(Owned | undefined)[]> {
     const pipeline = this.#redis.pipeline()
     for (const id of ids) pipeline.hgetall(this.keys.message(id)).get(this.keys.infobip(id))
     const replies = (await exec(pipeline)) as (Record<string, string> | string | null)[]
     return ids.map((_, i) => {
       const hash = replies[2 * i] as Record<string, string>
-      return hash.id ? fromHash(hash, replies[2 * i + 1] as string | null) : undefined
+      return hash.id ? { message: fromHash(hash, replies[2 * i + 1] as string | null), tenant: tenantOf(hash) } : undefined
     })
   }
 
@@ -132,17 +169,17 @@ export class MessageStore {
    * Reserves an idempotency key for these message ids. Returns undefined when reserved, or the
    * earlier reservation when the key was already taken.
    */
-  async reserveIdempotencyKey(scope: string, key: string, record: IdempotencyRecord): Promise<IdempotencyRecord | undefined> {
-    const name = this.keys.idempotency(scope, key)
+  async reserveIdempotencyKey(tenant: string, key: string, record: IdempotencyRecord): Promise<IdempotencyRecord | undefined> {
+    const name = this.keys.idempotency(tenant, key)
     const ok = await this.#redis.set(name, JSON.stringify(record), 'EX', IDEMPOTENCY_TTL_SECONDS, 'NX')
     if (ok === 'OK') return undefined
     const existing = await this.#redis.get(name)
     // The key expired between the two calls: try once more.
-    return existing ? (JSON.parse(existing) as IdempotencyRecord) : this.reserveIdempotencyKey(scope, key, record)
+    return existing ? (JSON.parse(existing) as IdempotencyRecord) : this.reserveIdempotencyKey(tenant, key, record)
   }
 
-  async releaseIdempotencyKey(scope: string, key: string): Promise<void> {
-    await this.#redis.del(this.keys.idempotency(scope, key))
+  async releaseIdempotencyKey(tenant: string, key: string): Promise<void> {
+    await this.#redis.del(this.keys.idempotency(tenant, key))
   }
 
   /**
@@ -152,11 +189,11 @@ export class MessageStore {
   async transition(transitions: Transition[]): Promise<TransitionResult[]> {
     const pipeline = this.#redis.pipeline()
     const now = Date.now()
-    const shared = [this.keys.open(), this.keys.stale(), ...this.keys.statusIndexes()]
-    const ttl = String(this.#ttlSeconds)
+    const shared = [this.keys.open(), this.keys.stale()]
+    const sharedArgs = [String(this.#ttlSeconds), this.keys.tenantRoot()]
     for (const batch of inBatches(transitions)) {
       const keys = [...shared]
-      const args = [ttl]
+      const args = [...sharedArgs]
       for (const t of batch) {
         keys.push(this.keys.message(t.id), this.keys.infobip(t.id))
         args.push(
@@ -217,9 +254,9 @@ export class MessageStore {
     return taken ? 0 : (minute + 1) * 60_000 - now
   }
 
-  /** A page of messages matching `query`, newest first (see `searchMessages`). */
+  /** A page of the tenant's messages matching `query`, newest first (see `searchMessages`). */
   async search(query: SearchQuery): Promise<SearchPage> {
-    return searchMessages(this.#redis, this.keys, (ids) => this.getMany(ids), query)
+    return searchMessages(this.#redis, this.keys, (ids) => this.getOwned(query.tenant, ids), query)
   }
 
   /**
@@ -259,19 +296,20 @@ export class MessageStore {
   }
 
   /**
-   * Index entries whose records have expired are removed, a bounded number per call; per-value indexes
-   * expire on their own. Entries are looked at only once older than the retention, and removed only
-   * when the record is gone: a scheduled message is kept until MESSAGE_TTL_DAYS after its `sendAt`.
+   * Index entries of one tenant whose records have expired are removed from its created and status
+   * indexes, a bounded number per call (the per-value indexes trim themselves as entries arrive, and
+   * expire). Entries are looked at only once older than the retention, and removed only when the
+   * record is gone: a scheduled message is kept until MESSAGE_TTL_DAYS after its `sendAt`.
    */
-  async trimIndexes(olderThan: Date, limit = 1000): Promise<number> {
+  async trimIndexes(tenant: string, olderThan: Date, limit = 1000): Promise<number> {
     const bound = `(${idBound(olderThan.toISOString())}`
-    const candidates = (await this.#redis.call('ZRANGE', this.keys.created(), '-', bound, 'BYLEX', 'LIMIT', 0, limit)) as string[]
+    const candidates = (await this.#redis.call('ZRANGE', this.keys.created(tenant), '-', bound, 'BYLEX', 'LIMIT', 0, limit)) as string[]
     if (candidates.length === 0) return 0
     const exists = await exec(candidates.reduce((p, id) => p.exists(this.keys.message(id)), this.#redis.pipeline()))
     const gone = candidates.filter((_, i) => exists[i] === 0)
     if (gone.length === 0) return 0
     const pipeline = this.#redis.pipeline()
-    for (const key of [this.keys.created(), ...this.keys.statusIndexes()]) pipeline.zrem(key, ...gone)
+    for (const key of [this.keys.created(tenant), ...this.keys.statusIndexes(tenant)]) pipeline.zrem(key, ...gone)
     await exec(pipeline)
     return gone.length
   }
@@ -285,15 +323,19 @@ export class MessageStore {
     return (await this.#redis.hget(this.keys.message(id), 'callbacksStopped')) === '1'
   }
 
-  /** Keeps a report for an unknown message id for inspection (capped list, newest first). */
+  /**
+   * Keeps a report for an unknown message id for inspection (capped list, newest first), its numbers
+   * masked to their last four digits; the list expires MESSAGE_TTL_DAYS after its last entry.
+   */
   async keepUnmatched(reports: unknown[]): Promise<void> {
     if (reports.length === 0) return
     const key = this.keys.unmatched()
     await exec(
       this.#redis
         .multi()
-        .lpush(key, ...reports.map((r) => JSON.stringify(r)))
-        .ltrim(key, 0, UNMATCHED_KEPT - 1),
+        .lpush(key, ...reports.map((r) => JSON.stringify(maskPhones(r))))
+        .ltrim(key, 0, UNMATCHED_KEPT - 1)
+        .expire(key, this.#ttlSeconds),
     )
   }
 }

@@ -1,5 +1,7 @@
 import type { ClientContext, Redis, Result } from 'ioredis'
-import { FINAL_RANK, RANK, STATUS } from '../domain/status.js'
+import { FINAL_RANK, RANK } from '../domain/status.js'
+import { DEFAULT_TENANT } from '../tenants.js'
+import { STATUS_INDEX } from './keys.js'
 
 declare module 'ioredis' {
   interface RedisCommander<Context extends ClientContext> {
@@ -16,7 +18,7 @@ export function defineScripts(redis: Redis): void {
   // TRANSITION and CLAIM take a batch: their number of keys is given with each call.
   redis.defineCommand('smsTransition', { lua: TRANSITION })
   redis.defineCommand('smsClaim', { lua: CLAIM })
-  redis.defineCommand('smsCreate', { numberOfKeys: 6, lua: CREATE })
+  redis.defineCommand('smsCreate', { numberOfKeys: CREATE_KEYS, lua: CREATE })
   redis.defineCommand('smsRetire', { lua: RETIRE })
   redis.defineCommand('smsReserveBudget', { numberOfKeys: 1, lua: RESERVE_BUDGET })
 }
@@ -29,12 +31,10 @@ export function defineScripts(redis: Redis): void {
 const rankTable = `{${Object.entries(RANK)
   .map(([status, rank]) => `${status}=${rank}`)
   .join(',')}}`
-/** Status → position of its index among the script's KEYS (after the open and stale indexes). */
-const indexTable = `{${Object.values(STATUS)
-  .map((status, i) => `${status}=${i + 3}`)
-  .join(',')}}`
-/** KEYS before the per-message ones: the open index, the stale index and the status indexes. */
-const TRANSITION_SHARED_KEYS = 2 + Object.values(STATUS).length
+/** KEYS before the per-message ones: the open index and the stale index. */
+const TRANSITION_SHARED_KEYS = 2
+/** ARGV before the per-change ones: the ttl and the tenants' key root. */
+const TRANSITION_SHARED_ARGS = 2
 /** ARGV per status change. */
 const TRANSITION_ARGS = 9
 
@@ -51,25 +51,27 @@ const TRANSITION_ARGS = 9
  * `e<seq>` of the record ("status|source|at ms|infobip status"); the last event's time is the
  * message's `updatedAt`. Kept out of the record, the JSON
  * leaves every field short, so the record stays in Redis's compact hash encoding, and Lua never has
- * to parse it. The message also moves between the status indexes, and leaves the open index when final.
+ * to parse it. The message also moves between its tenant's status indexes (whose names the script
+ * builds from the record's `tenant`: a report does not say whose message it is), and leaves the open
+ * index when final.
  *
- * KEYS: 1 open index, 2 stale index, 3… the status indexes (STATUS order), then per change: record hash, infobip JSON
- * ARGV: 1 ttl seconds, then per change (TRANSITION_ARGS): status, source, at (ms), infobip
- *       status name, error JSON, fingerprint, "1" to clear the send worker's in-flight marker,
- *       message id, the report that sets this status (JSON, or '' to keep the previous one)
- * Returns per change { result, previous status, seq, submittedAt, callbackUrl, reference }, and for a
- * duplicate that once changed the status, the same plus the event's time (ms)
+ * KEYS: 1 open index, 2 stale index, then per change: record hash, infobip JSON
+ * ARGV: 1 ttl seconds, 2 the tenants' key root, then per change (TRANSITION_ARGS): status, source,
+ *       at (ms), infobip status name, error JSON, fingerprint, "1" to clear the send worker's in-flight
+ *       marker, message id, the report that sets this status (JSON, or '' to keep the previous one)
+ * Returns per change { result, previous status, seq, submittedAt, callbackUrl, reference, tenant },
+ * and for a duplicate that once changed the status, the same plus the event's time (ms)
  */
 export const TRANSITION = `
 local RANK = ${rankTable}
-local INDEX = ${indexTable}
 local function apply(record, infobip, a)
   local status, source, atMs, infobipStatus, err, fingerprint, settles, id, report =
     ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
   local fp = fingerprint ~= '' and 'f:' .. fingerprint or nil
-  local meta = redis.call('HMGET', record, 'status', 'submittedAt', 'callbackUrl', 'reference', 'seq', fp or 'seq')
+  local meta = redis.call('HMGET', record, 'status', 'submittedAt', 'callbackUrl', 'reference', 'seq', fp or 'seq', 'tenant')
   local current = meta[1]
   if not current then return {'unmatched'} end
+  local tenant = meta[7] or '${DEFAULT_TENANT}'
   if settles == '1' then redis.call('HDEL', record, 'inflight') end
   if fp then
     local seen = meta[6]
@@ -80,7 +82,7 @@ local function apply(record, infobip, a)
       local events = redis.call('HMGET', record, 'e' .. (tonumber(seen) - 1), 'e' .. seen)
       local previous = string.match(events[1] or '', '^[^|]*')
       local at = string.match(events[2] or '', '^[^|]*|[^|]*|([^|]*)') or ''
-      return {'duplicate', previous, seen, meta[2] or '', meta[3] or '', meta[4] or '', at}
+      return {'duplicate', previous, seen, meta[2] or '', meta[3] or '', meta[4] or '', tenant, at}
     end
   end
   if RANK[status] <= RANK[current] then
@@ -103,45 +105,68 @@ local function apply(record, infobip, a)
     if expires > 0 then redis.call('SET', infobip, report, 'PXAT', expires)
     else redis.call('SET', infobip, report, 'EX', ARGV[1]) end
   end
-  redis.call('ZREM', KEYS[INDEX[current]], id)
-  redis.call('ZADD', KEYS[INDEX[status]], 0, id)
+  local indexes = ARGV[2] .. tenant .. '${STATUS_INDEX}'
+  redis.call('ZREM', indexes .. current, id)
+  redis.call('ZADD', indexes .. status, 0, id)
   if RANK[status] == ${FINAL_RANK} then
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
   end
-  return {'applied', current, seq, meta[2] or '', meta[3] or '', meta[4] or ''}
+  return {'applied', current, seq, meta[2] or '', meta[3] or '', meta[4] or '', tenant}
 end
 local results = {}
 local shared = ${TRANSITION_SHARED_KEYS}
 for i = 0, (#KEYS - shared) / 2 - 1 do
-  results[i + 1] = apply(KEYS[shared + 1 + 2 * i], KEYS[shared + 2 + 2 * i], 2 + ${TRANSITION_ARGS} * i)
+  results[i + 1] = apply(KEYS[shared + 1 + 2 * i], KEYS[shared + 2 + 2 * i], ${TRANSITION_SHARED_ARGS} + 1 + ${TRANSITION_ARGS} * i)
 end
 return results
 `
 
+export const CREATE_KEYS = 6
+
 /**
- * Stores a new message: its record (with its QUEUED event) and its index entries, in one call. The
- * ttl is MESSAGE_TTL_DAYS from when the message is due (its `sendAt`, else now).
- * Called inside a MULTI for a batch, so that a batch is stored whole or not at all.
+ * Stores a new message: its record (with its QUEUED event and its tenant), its tenant's index
+ * entries and its outbox entry, all or nothing: a write that fails (a key of the wrong type, Redis
+ * out of memory) undoes the ones before it, and the outbox entry, which makes the message sendable,
+ * comes last. The ttl is MESSAGE_TTL_DAYS from when the message is due (its `sendAt`, else now).
+ * A batch calls it once per message inside a MULTI; the store undoes the calls that succeeded when
+ * one fails (docs/store.md#scripts).
+ *
+ * The per-recipient and per-reference indexes outlive most of their entries (each lives as long as
+ * its longest-lived message), so each call also drops up to three entries older than the retention
+ * whose records are gone: an index that keeps receiving entries sheds as many old ones.
  *
  * KEYS: 1 record hash, 2 outbox, 3 created index, 4 QUEUED index, 5 recipient index,
  *       6 reference index (unused without a reference)
- * ARGV: 1 ttl seconds, 2 message id, 3 now (ms), 4 "1" if it has a reference, 5… field, value pairs
+ * ARGV: 1 ttl seconds, 2 message id, 3 now (ms), 4 "1" if it has a reference, 5 the smallest id
+ *       still within the retention, 6 what precedes an id in a record's key, 7… field, value pairs
  */
 export const CREATE = `
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[2])
-redis.call('ZADD', KEYS[3], 0, ARGV[2])
-redis.call('ZADD', KEYS[4], 0, ARGV[2])
+local id = ARGV[2]
+local function trim(key)
+  for _, old in ipairs(redis.call('ZRANGE', key, '-', '(' .. ARGV[5], 'BYLEX', 'LIMIT', 0, 3)) do
+    if redis.call('EXISTS', ARGV[6] .. old .. '}') == 0 then redis.call('ZREM', key, old) end
+  end
+end
 -- A per-value index lives as long as its longest-lived message: its expiry only ever moves later.
 local function index(key)
-  redis.call('ZADD', key, 0, ARGV[2])
+  trim(key)
+  redis.call('ZADD', key, 0, id)
   if redis.call('TTL', key) < tonumber(ARGV[1]) then redis.call('EXPIRE', key, ARGV[1]) end
 end
-index(KEYS[5])
-if ARGV[4] == '1' then index(KEYS[6]) end
-return 1
+local ok, err = pcall(function()
+  redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+  redis.call('EXPIRE', KEYS[1], ARGV[1])
+  redis.call('ZADD', KEYS[3], 0, id)
+  redis.call('ZADD', KEYS[4], 0, id)
+  index(KEYS[5])
+  if ARGV[4] == '1' then index(KEYS[6]) end
+  redis.call('ZADD', KEYS[2], ARGV[3], id)
+end)
+if ok then return 1 end
+pcall(redis.call, 'DEL', KEYS[1])
+for i = 2, 6 do pcall(redis.call, 'ZREM', KEYS[i], id) end
+return redis.error_reply(type(err) == 'table' and err.err or tostring(err))
 `
 
 /**

@@ -8,10 +8,14 @@ export interface SearchPage {
   nextCursor: string | null
 }
 
+/** The most index entries one request looks at: a filter that never matches cannot walk a whole index. */
+export const MAX_EXAMINED = 2000
+
 /**
- * Finds messages, newest first: walks the most selective index in id order (ids sort by creation
- * time) and filters on the other criteria, until `limit` are found. The cursor is the last id
- * returned. See docs/store.md#indexes.
+ * Finds a tenant's messages, newest first: walks the most selective of its indexes in id order (ids
+ * sort by creation time) and filters on the other criteria, until `limit` are found or MAX_EXAMINED
+ * entries were looked at. The cursor is the last id looked at, so the next page goes on from there.
+ * `getMany` answers only the tenant's own records. See docs/store.md#indexes.
  */
 export async function searchMessages(
   redis: Redis,
@@ -19,27 +23,34 @@ export async function searchMessages(
   getMany: (ids: string[]) => Promise<(Message | undefined)[]>,
   query: SearchQuery,
 ): Promise<SearchPage> {
+  const { tenant } = query
   const index = query.reference
-    ? keys.byReference(query.reference)
+    ? keys.byReference(tenant, query.reference)
     : query.to
-      ? keys.byRecipient(query.to)
+      ? keys.byRecipient(tenant, query.to)
       : query.status
-        ? keys.byStatus(query.status)
-        : keys.created()
+        ? keys.byStatus(tenant, query.status)
+        : keys.created(tenant)
   let max = query.cursor ? `(${query.cursor}` : query.until ? `(${idBound(query.until)}` : '+'
   const min = query.since ? `[${idBound(query.since)}` : '-'
   const found: Message[] = []
   const page = Math.min(Math.max(query.limit * 2, 50), 1000)
+  let examined = 0
   for (;;) {
-    const batch = (await redis.call('ZRANGE', index, max, min, 'BYLEX', 'REV', 'LIMIT', 0, page)) as string[]
+    const want = Math.min(page, MAX_EXAMINED - examined)
+    const batch = (await redis.call('ZRANGE', index, max, min, 'BYLEX', 'REV', 'LIMIT', 0, want)) as string[]
     if (batch.length === 0) return { messages: found, nextCursor: null }
-    for (const message of await getMany(batch)) {
+    const messages = await getMany(batch)
+    for (const [i, message] of messages.entries()) {
       if (!message || !matches(message, query)) continue
       found.push(message)
-      if (found.length === query.limit) return { messages: found, nextCursor: message.id }
+      if (found.length === query.limit) return { messages: found, nextCursor: batch[i]! }
     }
-    if (batch.length < page) return { messages: found, nextCursor: null }
-    max = `(${batch[batch.length - 1]}`
+    examined += batch.length
+    const last = batch[batch.length - 1]!
+    if (batch.length < want) return { messages: found, nextCursor: null }
+    if (examined >= MAX_EXAMINED) return { messages: found, nextCursor: last }
+    max = `(${last}`
   }
 }
 

@@ -1,3 +1,4 @@
+import { DEFAULT_TENANT } from '../../src/tenants.js'
 import fc from 'fast-check'
 import type { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
@@ -254,7 +255,7 @@ t.test('POST /messages/batch: never a 5xx; all or nothing', async (t) => {
 })
 
 t.test('POST /infobip-dlr: never a 5xx; a 4xx stores nothing; a 200 stores one dlr job with exactly the results sent', async (t) => {
-  const known = (await stack.store.search({ limit: 5 })).messages.map((m) => m.id)
+  const known = (await stack.store.search({ tenant: DEFAULT_TENANT, limit: 5 })).messages.map((m) => m.id)
   const statusObject = fc.oneof(
     fc.constantFrom(...Object.values(STATUSES)),
     fc.record(

@@ -1,3 +1,4 @@
+import { DEFAULT_TENANT } from '../../src/tenants.js'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { mkdtempSync, rmSync } from 'node:fs'
@@ -331,7 +332,7 @@ export class Stack {
   async statusCounts(): Promise<Record<Status, number>> {
     const statuses = Object.values(STATUS)
     const pipeline = this.chaos.redisClient.pipeline()
-    for (const s of statuses) pipeline.zcard(this.keys.byStatus(s))
+    for (const s of statuses) pipeline.zcard(this.keys.byStatus(DEFAULT_TENANT, s))
     const replies = (await pipeline.exec())!
     return Object.fromEntries(statuses.map((s, i) => [s, Number(replies[i]![1])])) as Record<Status, number>
   }

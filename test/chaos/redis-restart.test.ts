@@ -1,3 +1,4 @@
+import { DEFAULT_TENANT } from '../../src/tenants.js'
 import { setTimeout as sleep } from 'node:timers/promises'
 import t, { type Test } from 'tap'
 import { parseReport } from '../../src/domain/reports.js'
@@ -175,7 +176,7 @@ async function outage(t: Test, signal: 'SIGTERM' | 'SIGKILL') {
 
   // Measured, not hidden: a request answered 503 whose records were nevertheless written.
   const references = new Map(answers.filter((a) => a.kind !== 'dlr').flatMap((a) => a.references.map((r) => [r, a] as const)))
-  const all = (await chaos.redisClient.zrange(stack.keys.created(), '0', '-1')).filter((id) => !targets.includes(id))
+  const all = (await chaos.redisClient.zrange(stack.keys.created(DEFAULT_TENANT), '0', '-1')).filter((id) => !targets.includes(id))
   const records = (await mapLimit(chunk(all, 500), 4, (ids) => stack.store.getMany(ids))).flat()
   const ghosts = records.filter((m) => m && !ok(references.get(m.reference ?? '')!))
   const outbox = await chaos.redisClient.zcard(stack.keys.outbox())

@@ -1,6 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
+import { rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { Redis } from 'ioredis'
 import { pino } from 'pino'
@@ -41,6 +44,14 @@ export function testEnv(name: string, env: Record<string, string | number | bool
     ...env,
   }
   return Object.fromEntries(Object.entries(base).map(([k, v]) => [k, String(v)]))
+}
+
+/** Writes a tenants file (docs/tenants.md) for one test; removed when the test ends. Returns its path. */
+export function writeTenantsFile(t: Test, tenants: Record<string, Record<string, unknown>>): string {
+  const path = join(tmpdir(), `tenants-${randomBytes(6).toString('hex')}.json`)
+  writeFileSync(path, JSON.stringify({ tenants }))
+  t.teardown(() => rmSync(path, { force: true }))
+  return path
 }
 
 /** Deletes every key under the prefix (and the prefix's BullMQ queues). */

@@ -1,5 +1,6 @@
 import t from 'tap'
-import { maskJobData } from '../../src/plugins/bull-board.js'
+import type { CallbackPayload } from '../../src/callbacks.js'
+import { maskJobData, maskUrl } from '../../src/plugins/bull-board.js'
 import { QUEUE } from '../../src/queues.js'
 import { buildTestApp, DLR_TOKEN, testConfig } from '../helpers/index.js'
 import { v2Report, v3Report } from '../helpers/reports.js'
@@ -30,9 +31,10 @@ const boardQueues = async (activeQueue?: string) => {
 t.test('every dashboard URL needs the Basic credentials', async (t) => {
   const urls = ['/admin/queues', '/admin/queues/queue/send', '/admin/queues/api/queues', '/admin/queues/static/favicon-32x32.png']
   const wrong = [undefined, basic(USER, 'wrong'), basic('someone', PASSWORD), basic(USER, `${PASSWORD}x`), basic('', ''), `Bearer ${PASSWORD}`, 'Basic !!!']
-  for (const url of urls) {
+  // Each URL from an address of its own, so that the failed-authentication throttle stays out of it.
+  for (const [i, url] of urls.entries()) {
     for (const authorization of wrong) {
-      const res = await app.inject({ url, headers: authorization === undefined ? {} : { authorization } })
+      const res = await app.inject({ url, remoteAddress: `198.51.100.${i + 1}`, headers: authorization === undefined ? {} : { authorization } })
       t.equal(res.statusCode, 401, `${url} with ${authorization ?? 'nothing'}`)
       t.match(res.headers['www-authenticate'], /^Basic realm=/)
     }
@@ -110,6 +112,53 @@ t.test('job data is shown without message text or full phone numbers', async (t)
     send.jobs.map((j) => j.data),
     [{ ids: ['msg_x', 'msg_y'] }],
   )
+})
+
+t.test('URLs in job data are shown without userinfo, query values or fragment', async (t) => {
+  const url = 'https://hook-user:hook-pass@hooks.example.com/sms/status?token=cb-secret-1&tenant=acme#frag-secret'
+  const masked = 'https://***@hooks.example.com/sms/status?token=***&tenant=***#***'
+  const payload: CallbackPayload = {
+    eventId: 'msg_cb-2',
+    messageId: 'msg_cb',
+    reference: null,
+    status: 'DELIVERED',
+    previousStatus: 'PENDING',
+    final: true,
+    seq: 2,
+    at: new Date().toISOString(),
+    infobip: { status: null, error: null },
+  }
+  await app.queues.callback.add('callback', { url, payload }, { delay: 60_000 })
+  // Any queue's data: a message's callbackUrl, wherever it sits.
+  await app.queues.reconcile.add('reconcile', { messages: [{ id: 'msg_cb', callbackUrl: url }] }, { delay: 60_000 })
+  for (const name of ['callback', 'reconcile']) {
+    const queue = (await boardQueues(name)).find((q) => q.name === name)!
+    const job = queue.jobs.find((j) => JSON.stringify(j.data).includes('msg_cb'))!
+    const single = await app.inject({ url: `/admin/queues/api/queues/${name}/${job.id}`, headers: OPS })
+    t.equal(single.statusCode, 200)
+    for (const body of [JSON.stringify(queue), single.body]) {
+      for (const secret of ['hook-user', 'hook-pass', 'cb-secret-1', 'acme', 'frag-secret']) t.notOk(body.includes(secret), `${name}: no ${secret}`)
+    }
+    t.match(job.data, name === 'callback' ? { url: masked, payload: { messageId: 'msg_cb' } } : { messages: [{ callbackUrl: masked }] }, name)
+  }
+})
+
+t.test('maskUrl: what is masked and what is kept', async (t) => {
+  const cases: [string, string][] = [
+    ['https://user:pass@host/path?token=x', 'https://***@host/path?token=***'],
+    ['http://user@host:8080/a?b', 'http://***@host:8080/a?***'],
+    ['https://:pass@host/', 'https://***@host/'],
+    ['https://host/path', 'https://host/path'],
+    ['https://host/p?a=1&&b=&c', 'https://host/p?a=***&&b=***&***'],
+    ['HTTPS://U:P@Host', 'https://***@host/'],
+    ['https:u:p@host/x', 'https://***@host/x'],
+  ]
+  for (const [url, masked] of cases) t.equal(maskUrl(url), masked, url)
+  for (const kept of ['mailto:a@b.example', 'localhost:3000', 'ftp://u:p@host/', 'not a url', '', 'InfoSMS']) t.equal(maskUrl(kept), kept, kept)
+  t.same(maskJobData({ list: ['https://u:p@h/'], nested: { callbackUrl: 'https://h/?k=v' } }), {
+    list: ['https://***@h/'],
+    nested: { callbackUrl: 'https://h/?k=***' },
+  })
 })
 
 t.test('maskJobData: nested, numeric, alphanumeric senders', async (t) => {

@@ -1,3 +1,4 @@
+import { DEFAULT_TENANT } from '../../src/tenants.js'
 import { Writable } from 'node:stream'
 import { Queue } from 'bullmq'
 import Fastify from 'fastify'
@@ -7,11 +8,17 @@ import t from 'tap'
 import { buildApp } from '../../src/app.js'
 import { newMessageId } from '../../src/accept-messages.js'
 import { loggerOptions } from '../../src/logger.js'
+import fp from 'fastify-plugin'
 import dlrAuth from '../../src/plugins/dlr-auth.js'
 import { dlrResults, QUEUE, type DlrJob } from '../../src/queues.js'
 import { makeDlrProcessor } from '../../workers/dlr.js'
 import { buildTestApp, cleanup, countWrites, DLR_TOKEN, REDIS_URL, testConfig } from '../helpers/index.js'
 import { STATUSES, v2Report, v3Report } from '../helpers/reports.js'
+
+/** For dlr-auth on a bare instance: the throttle it depends on, refusing nothing and counting nothing. */
+const noThrottle = fp(async (app) => void app.decorate('authFailures', { retryAfter: async () => 0, check: async () => {}, record: async () => {} }), {
+  name: 'auth-throttle',
+})
 
 const config = testConfig('dlr-route')
 const app = await buildTestApp(t, config)
@@ -87,7 +94,7 @@ t.test('a missing or wrong token in any form answers 401 and stores nothing', as
 t.test('without DLR_WEBHOOK_TOKEN configured, nothing is accepted', async (t) => {
   const bare = Fastify()
   bare.decorate('config', testConfig('dlr-no-token', { DLR_WEBHOOK_TOKEN: '' }))
-  await bare.register(dlrAuth)
+  await bare.register(noThrottle).register(dlrAuth)
   bare.post('/infobip-dlr', { onRequest: bare.authenticateInfobip }, async () => 'stored')
   for (const url of ['/infobip-dlr', '/infobip-dlr?token=', `/infobip-dlr?token=${DLR_TOKEN}`]) {
     t.equal((await bare.inject({ method: 'POST', url, payload: {} })).statusCode, 401, url)
@@ -141,7 +148,7 @@ t.test('2,000 realistic results fit; 2,001 answer 413; 10 MB answers 413 (401 fi
 
 t.test('a mixed batch: 200, every result stored, and the worker applies every good report', async (t) => {
   const ids = Array.from({ length: 4 }, () => newMessageId())
-  await app.store.create(ids.map((id) => ({ id, to: '41793026727', from: 'InfoSMS', text: 'hi', encoding: 'GSM-7' as const, segments: 1 })))
+  await app.store.create(ids.map((id) => ({ id, tenant: DEFAULT_TENANT, to: '41793026727', from: 'InfoSMS', text: 'hi', encoding: 'GSM-7' as const, segments: 1 })))
   const bad = [
     null,
     'DELIVERED',
@@ -184,7 +191,7 @@ t.test('DLR_ALLOWED_IPS: other sources get 403 even with the token; a bad list s
 
   for (const list of ['10.0.0.0/33', 'example.com', '10.0.0.0/', '10.0.0.0/8/8']) {
     const config = testConfig('dlr-ips', { DLR_ALLOWED_IPS: list })
-    await t.rejects(async () => void (await Fastify().decorate('config', config).register(dlrAuth).ready()), /Invalid configuration: DLR_ALLOWED_IPS/, list)
+    await t.rejects(async () => void (await Fastify().decorate('config', config).register(noThrottle).register(dlrAuth).ready()), /Invalid configuration: DLR_ALLOWED_IPS/, list)
   }
 })
 

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { AUTH, buildTestApp, testConfig } from '../helpers/index.js'
 
-t.test('two API processes share one per-key budget on /messages*', async (t) => {
+t.test('two API processes share one per-tenant budget on /messages*', async (t) => {
   const config = testConfig('ratelimit', { RATE_LIMIT_PER_MINUTE: 6 })
   const apps = [await buildTestApp(t, config), await buildTestApp(t, config)]
   const codes: number[] = []
@@ -32,7 +32,7 @@ t.test('two API processes share one per-key budget on /messages*', async (t) => 
     headers: { authorization: 'Bearer second-key-0123456789' },
     payload: { to: '+41793026727', text: 'x' },
   })
-  t.equal(otherKey.statusCode, 202, 'another API key has its own budget')
+  t.equal(otherKey.statusCode, 429, 'another API key of the same tenant shares its budget')
   const health = await apps[0]!.inject({ url: '/health' })
   t.equal(health.statusCode, 200, 'operations routes are not limited')
 })

@@ -1,3 +1,4 @@
+import { DEFAULT_TENANT } from '../../src/tenants.js'
 import type { ChildProcess } from 'node:child_process'
 import { Queue } from 'bullmq'
 import fc from 'fast-check'
@@ -55,7 +56,7 @@ t.teardown(async () => {
 })
 
 const create = async (ids: string[]) =>
-  store.create(ids.map((id) => ({ id, to: '41793026727', from: 'InfoSMS', text: 'hi', encoding: 'GSM-7' as const, segments: 1 })))
+  store.create(ids.map((id) => ({ id, tenant: DEFAULT_TENANT, to: '41793026727', from: 'InfoSMS', text: 'hi', encoding: 'GSM-7' as const, segments: 1 })))
 
 function runModel(ids: string[], transitions: readonly Transition[]) {
   const messages = new Map(ids.map((id) => [id, newModelMessage()]))
@@ -267,7 +268,7 @@ t.test(`${WORKERS} worker processes, each message's reports in one job in a rand
       const sequential = await snapshot(t, ids)
       const model = orders.map((order, i) => comparable(runModel([ids[i]!], transitionsOf(order)).messages.get(ids[i]!)!))
       t.same(sequential, model, 'the sequential application equals the model')
-      await store.remove(ids)
+      await store.remove(ids.map((id) => ({ id, tenant: DEFAULT_TENANT, to: '41793026727', from: 'InfoSMS', text: 'hi', encoding: 'GSM-7' as const, segments: 1 })))
       await create(ids)
 
       // Jobs of ten messages whose reports interleave at random, each message's keeping its order.

@@ -1,3 +1,4 @@
+import { DEFAULT_TENANT } from '../../src/tenants.js'
 import { Writable } from 'node:stream'
 import type { Job } from 'bullmq'
 import { pino } from 'pino'
@@ -26,7 +27,7 @@ let jobs = 0
 const job = (results: unknown[]) => ({ id: String(++jobs), data: { body: JSON.stringify({ results }) } }) as Job<DlrJob>
 const create = async (n = 1) => {
   const ids = Array.from({ length: n }, () => newMessageId())
-  await store.create(ids.map((id) => ({ id, to: '41793026727', from: 'InfoSMS', text: 'secret text', encoding: 'GSM-7' as const, segments: 1 })))
+  await store.create(ids.map((id) => ({ id, tenant: DEFAULT_TENANT, to: '41793026727', from: 'InfoSMS', text: 'secret text', encoding: 'GSM-7' as const, segments: 1 })))
   return ids
 }
 const none = { applied: 0, duplicate: 0, ignored: 0, unmatched: 0, invalid: 0 }

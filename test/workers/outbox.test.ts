@@ -1,3 +1,4 @@
+import { DEFAULT_TENANT } from '../../src/tenants.js'
 import { pino } from 'pino'
 import t from 'tap'
 import { newMessageId } from '../../src/accept-messages.js'
@@ -12,7 +13,7 @@ t.test('a message stored without its send job (API died between the writes) is e
   t.teardown(() => queue.close())
   const id = newMessageId()
   // The first write of POST /messages, without the second.
-  await app.store.create([{ id, to: '41793026727', from: 'InfoSMS', text: 'orphan', encoding: 'GSM-7', segments: 1 }])
+  await app.store.create([{ id, tenant: DEFAULT_TENANT, to: '41793026727', from: 'InfoSMS', text: 'orphan', encoding: 'GSM-7', segments: 1 }])
   const sweeper = startOutboxSweeper({ store: app.store, queue, config, log: pino({ level: 'silent' }) }, 60_000, 0)
   t.teardown(() => sweeper.stop())
 

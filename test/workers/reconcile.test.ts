@@ -1,3 +1,4 @@
+import { DEFAULT_TENANT } from '../../src/tenants.js'
 import { pino } from 'pino'
 import t from 'tap'
 import type { Config } from '../../src/config.js'
@@ -40,6 +41,7 @@ const reconcilerOf = (app: Awaited<ReturnType<typeof buildTestApp>>, infobip: In
     infobip,
     log: pino({ level: 'silent' }),
     afterSeconds: 900,
+    tenants: [DEFAULT_TENANT],
     ttlDays: 30,
     apply: makeApplyTransitions({ store: app.store, callbackQueue: app.queues.callback, callbackOptions: {} }),
   })
