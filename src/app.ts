@@ -26,6 +26,7 @@ import callbackRoutes from './routes/callbacks.js'
 import healthRoutes from './routes/health.js'
 import infobipDlrRoutes from './routes/infobip-dlr.js'
 import messageRoutes from './routes/messages.js'
+import suppressionRoutes from './routes/suppressions.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -104,6 +105,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(messageRoutes)
     await app.register(infobipDlrRoutes)
     await app.register(callbackRoutes)
+    await app.register(suppressionRoutes)
   } catch (error) {
     // A plugin refused to start (a bad DLR_ALLOWED_IPS, say): close what the others opened.
     await app.close().catch(() => {})

@@ -2,7 +2,9 @@ import type { Queue } from 'bullmq'
 import type { Config } from './config.js'
 import { sendJobOptions, type SendJob } from './queues.js'
 import type { MessageStore } from './store/message-store.js'
-import { inBatches, type Message, type NewMessage } from './domain/message.js'
+import { inBatches, SUPPRESSED_ERROR, type Message, type NewMessage } from './domain/message.js'
+import { STATUS } from './domain/status.js'
+import { madeChange, type AfterChanges } from './changes.js'
 
 /** A group is written at once when it reaches this many messages, rather than at the end of the turn. */
 const MAX_GROUP = 1000
@@ -30,10 +32,13 @@ export class GroupCommit {
   #group: Waiting[] = []
   #size = 0
 
-  constructor(deps: { store: MessageStore; sendQueue: Queue<SendJob>; config: Config }) {
+  readonly #afterChanges: AfterChanges
+
+  constructor(deps: { store: MessageStore; sendQueue: Queue<SendJob>; config: Config; afterChanges: AfterChanges }) {
     this.#store = deps.store
     this.#queue = deps.sendQueue
     this.#config = deps.config
+    this.#afterChanges = deps.afterChanges
   }
 
   /** Resolves with the stored messages once they and their send jobs exist. */
@@ -56,6 +61,7 @@ export class GroupCommit {
       this.#queue,
       this.#config,
       group.flatMap((w) => w.messages),
+      this.#afterChanges,
     ).then(
       (stored) => {
         let offset = 0
@@ -71,12 +77,17 @@ export class GroupCommit {
   }
 }
 
-/** Records (in the outbox), then their jobs, then out of the outbox; undone if the jobs fail. */
-async function commit(store: MessageStore, queue: Queue<SendJob>, config: Config, messages: NewMessage[]): Promise<Message[]> {
+/**
+ * Records (in the outbox), then their jobs, then out of the outbox; undone if the jobs fail. A
+ * scheduled message's record names its delayed job, which a cancel removes.
+ */
+async function commit(store: MessageStore, queue: Queue<SendJob>, config: Config, messages: NewMessage[], afterChanges: AfterChanges): Promise<Message[]> {
+  const jobs = sendJobs(messages, config)
+  const byId = new Map(messages.map((m) => [m.id, m]))
+  for (const job of jobs) if (job.opts.delay !== undefined) for (const id of job.data.ids) byId.get(id)!.job = job.opts.jobId
   const stored = await store.create(messages)
   const ids = stored.map((m) => m.id)
   try {
-    const jobs = sendJobs(messages, config)
     // One job is one script call; addBulk would start a MULTI, which costs more than it saves.
     if (jobs.length === 1) await queue.add(jobs[0]!.name, jobs[0]!.data, jobs[0]!.opts)
     else await queue.addBulk(jobs)
@@ -89,7 +100,18 @@ async function commit(store: MessageStore, queue: Queue<SendJob>, config: Config
   // Awaited so that no write of a request follows its answer; a failure is harmless (the outbox
   // sweeper finds jobs that exist), so it does not fail the request.
   await store.removeFromOutbox(ids).catch(() => {})
+  await suppressedAtOnce(messages, stored, afterChanges)
   return stored
+}
+
+/** Messages stored REJECTED because their numbers are suppressed: their callbacks and metrics. */
+async function suppressedAtOnce(messages: NewMessage[], stored: Message[], afterChanges: AfterChanges): Promise<void> {
+  const changes = stored.flatMap((m, i) => {
+    if (m.error?.code !== SUPPRESSED_ERROR.code) return []
+    const change = { previous: STATUS.QUEUED, seq: 2, submittedAt: null, callbackUrl: m.callbackUrl, reference: m.reference, tenant: messages[i]!.tenant }
+    return [madeChange(m.id, change, { status: STATUS.REJECTED, source: 'api', error: SUPPRESSED_ERROR })]
+  })
+  if (changes.length > 0) await afterChanges(changes.map(([t]) => t), changes.map(([, r]) => r))
 }
 
 /**

@@ -8,7 +8,7 @@ import { verifyWebhook } from '../src/webhooks.js'
 import type { Job } from 'bullmq'
 import type { CallbackJob } from '../src/callbacks.js'
 import type { Transition } from '../src/domain/message.js'
-import { makeApplyTransitions } from '../workers/transitions.js'
+import { makeApplyTransitions } from '../src/changes.js'
 import { makeCallbackProcessor } from '../workers/callback.js'
 import { AUTH, buildTestApp, CALLBACK_SECRET, startSystem, testConfig, waitFor } from './helpers/index.js'
 

@@ -101,15 +101,17 @@ t.test("a Redis error logs the command's name, never its arguments", async (t) =
   log.error({ err: new AggregateError([error, new Error('other')], 'several failed') }, 'inside an AggregateError')
   log.error({ err: Object.assign(new Error('batch failed'), { errors: [error], previous: { error } }) }, 'inside arrays and objects')
   log.error({ err: Object.assign(new Error('child failed'), { args: [phone], argv: ['node', text] }) }, 'its own args')
+  log.error({ err: { command: { name: 'hset', args: [phone, text] } } }, 'not an Error')
   log.warn({ error: 'a plain message' }, 'a string stays as it is')
 
-  t.equal(logs.lines.length, 8)
+  t.equal(logs.lines.length, 9)
   for (const line of logs.lines) {
     const entry = JSON.parse(line)
-    const context = `${entry.msg}`
+    const context = String(entry.msg)
     t.notOk(line.includes(phone), `${context}: no phone number`)
     t.notOk(line.includes('987654'), `${context}: no text`)
     if (entry.msg === 'a string stays as it is') t.equal(entry.error, 'a plain message', context)
+    else if (entry.msg === 'not an Error') t.same(entry.err, { command: { name: 'hset', args: '[redacted]' } }, context)
     else if (entry.msg !== 'its own args')
       t.match(line, /WRONGTYPE Operation against a key holding the wrong kind of value/, `${context}: the message is there`)
   }

@@ -5,7 +5,7 @@ import { parseBatch } from '../src/domain/reports.js'
 import { dlrResults, type DlrJob } from '../src/queues.js'
 import type { MessageStore } from '../src/store/message-store.js'
 import type { Transition } from '../src/domain/message.js'
-import type { ApplyTransitions } from './transitions.js'
+import type { ApplyTransitions } from '../src/changes.js'
 
 /** The `result` label of `sms_reports_total` (docs/operations.md#metrics). */
 export type ReportResult = 'applied' | 'duplicate' | 'ignored' | 'unmatched' | 'invalid'

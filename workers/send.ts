@@ -1,6 +1,6 @@
 import { UnrecoverableError, Worker, type Job } from 'bullmq'
 import type { Logger } from 'pino'
-import { inBatches, type Submission, type Transition } from '../src/domain/message.js'
+import { inBatches, SUPPRESSED_ERROR, type Claim, type Submission, type Transition } from '../src/domain/message.js'
 import { parseReport } from '../src/domain/reports.js'
 import { STATUS } from '../src/domain/status.js'
 import { planSubmission, type SubmissionOutcome } from '../src/domain/submission.js'
@@ -9,7 +9,7 @@ import type { InfobipReport } from '../src/infobip/requests.js'
 import type { SendJob } from '../src/queues.js'
 import type { MessageStore } from '../src/store/message-store.js'
 import { DEFAULT_TENANT } from '../src/tenants.js'
-import type { ApplyTransitions } from './transitions.js'
+import { madeChange, type AfterChanges, type ApplyTransitions } from '../src/changes.js'
 
 export interface SendDeps {
   store: MessageStore
@@ -32,6 +32,8 @@ export interface SendDeps {
   onMissing?: (count: number) => void
   /** Applies status changes (the transition script, then callbacks and metrics). */
   apply: ApplyTransitions
+  /** Callbacks and metrics of changes the claim made itself (a suppressed number). */
+  afterChanges: AfterChanges
 }
 
 /** A key that answers 401/403 is tried again after this, doubling up to ACCOUNT_BACKOFF_MAX_MS. */
@@ -96,6 +98,7 @@ export function makeSendProcessor(deps: SendDeps) {
     const unknown = ids.filter((_, i) => claims[i]!.result === 'unknown')
     const busy = ids.filter((_, i) => claims[i]!.result === 'busy').length
     if (busy > 0) jobLog.info({ count: busy }, 'messages being submitted by another job; left to it')
+    await suppressedByClaim(ids, claims)
     const missing = ids.filter((_, i) => claims[i]!.result === 'missing')
     if (missing.length > 0) {
       // Records outlive their jobs by MESSAGE_TTL_DAYS; one that is gone was removed by hand or by eviction.
@@ -153,6 +156,7 @@ export function makeSendProcessor(deps: SendDeps) {
       if (plan.alone.length > 0) {
         jobLog.warn({ count: plan.alone.length }, 'infobip refused a request of several messages; retrying each alone')
         const again = await store.claim(plan.alone, { ...claimOptions, force: true })
+        await suppressedByClaim(plan.alone, again)
         for (const claim of again) if (claim.result === 'ok') requests.push([claim.submission])
       }
       retry.push(...plan.retry)
@@ -172,7 +176,16 @@ export function makeSendProcessor(deps: SendDeps) {
     const unknownToInfobip = ids.filter((id) => !known.has(id))
     jobLog.info({ found: known.size, resubmit: unknownToInfobip.length }, 'looked up messages with an unknown submission outcome')
     const claims = await store.claim(unknownToInfobip, { ...claimOptions, force: true })
+    await suppressedByClaim(unknownToInfobip, claims)
     return claims.flatMap((c) => (c.result === 'ok' ? [c.submission] : []))
+  }
+
+  /** Messages whose numbers were suppressed after they were accepted: the claim made them REJECTED; their callbacks and metrics follow. */
+  async function suppressedByClaim(ids: string[], claims: Claim[]): Promise<void> {
+    const changes = claims.flatMap((c, i) =>
+      c.result === 'suppressed' ? [madeChange(ids[i]!, c.change, { status: STATUS.REJECTED, source: 'send', error: SUPPRESSED_ERROR })] : [],
+    )
+    if (changes.length > 0) await deps.afterChanges(changes.map(([t]) => t), changes.map(([, r]) => r))
   }
 
   /** Looks messages up in Infobip's logs and applies what it knows; returns the ids it knows. */

@@ -14,7 +14,7 @@ import { makeDlrProcessor } from './dlr.js'
 import { startOutboxSweeper } from './outbox.js'
 import { makeReconcileProcessor } from './reconcile.js'
 import { makeSendProcessor } from './send.js'
-import { makeApplyTransitions, type ApplyTransitions } from './transitions.js'
+import { makeAfterChanges, makeApplyTransitions, type AfterChanges, type ApplyTransitions } from '../src/changes.js'
 
 export interface Running {
   close(): Promise<void>
@@ -29,6 +29,7 @@ interface Shared {
   infobip: InfobipClient
   metrics: SharedMetrics
   apply: ApplyTransitions
+  afterChanges: AfterChanges
   callbackQueue: Queue<CallbackJob>
   /** The tenants' settings (TENANTS_FILE): callback secrets, and whose indexes the reconciler trims. */
   tenants: Tenants
@@ -57,10 +58,12 @@ export async function startWorkers(config: Config, log: Logger): Promise<Running
   // This process's counts go to Redis, where every API process reads them for /metrics.
   const metrics = new SharedMetrics(redis, config.KEY_PREFIX, log.child({ component: 'metrics' }))
   const callbackQueue = createQueue<CallbackJob>(QUEUE.callback, connection, config)
-  const apply = makeApplyTransitions({ store, callbackQueue, callbackOptions: callbackJobOptions(config), onApplied: countTransitions(metrics) })
+  const hooks = { callbackQueue, callbackOptions: callbackJobOptions(config), onApplied: countTransitions(metrics) }
+  const apply = makeApplyTransitions({ store, ...hooks })
+  const afterChanges = makeAfterChanges(hooks)
   // Every process takes its calls to Infobip's logs API from one budget in Redis.
   const infobip = new InfobipClient(config, { logsBudget: () => store.reserveLogsCall(LOGS_CALLS_PER_MINUTE) })
-  const shared: Shared = { config, log, connection, store, infobip, metrics, apply, callbackQueue, tenants }
+  const shared: Shared = { config, log, connection, store, infobip, metrics, apply, afterChanges, callbackQueue, tenants }
 
   const kinds = listOf(config.WORKER_QUEUES) as WorkerKind[]
   const running = await Promise.all(kinds.map((kind) => KINDS[kind](shared)))
@@ -98,6 +101,7 @@ async function startSend(shared: Shared): Promise<Running> {
     store,
     infobip,
     apply,
+    afterChanges: shared.afterChanges,
     log: shared.log.child({ worker: 'send' }),
     maxAttempts: sendJobOptions(config).attempts!,
     busyMs: config.INFOBIP_TIMEOUT_MS + 5000,

@@ -67,6 +67,8 @@ export interface NewMessage {
   segments: number
   /** When it was accepted (the time in its id); default: when it is stored. */
   createdAt?: Date | undefined
+  /** The id of a scheduled message's delayed send job (kept, so that a cancel can remove it). */
+  job?: string | undefined
 }
 
 /** The resource of a message just accepted: QUEUED, with its first event at `at`. */
@@ -89,6 +91,21 @@ export function queuedMessage(m: NewMessage, at: string): Message {
     error: null,
     events: [{ seq: 1, status: STATUS.QUEUED, source: 'api', at }],
     createdAt: at,
+    updatedAt: at,
+  }
+}
+
+/** The error of a message whose number is on its tenant's suppression list (docs/api.md#suppressions). */
+export const SUPPRESSED_ERROR: MessageError = { code: 'SUPPRESSED', message: 'the number is on the suppression list of the tenant' }
+
+/** A message accepted for a suppressed number: REJECTED at once, never submitted (its second event at `at`). */
+export function suppressedMessage(m: Message, at: string): Message {
+  return {
+    ...m,
+    status: STATUS.REJECTED,
+    final: true,
+    error: SUPPRESSED_ERROR,
+    events: [...m.events, { seq: 2, status: STATUS.REJECTED, source: 'api', at }],
     updatedAt: at,
   }
 }
@@ -149,7 +166,11 @@ export type TransitionResult =
  * record), `done` (past QUEUED: never submitted again), `unknown` (an earlier submission's outcome is
  * not known: look it up first), `busy` (another job is submitting it right now).
  */
-export type Claim = { result: 'ok'; submission: Submission } | { result: 'missing' | 'done' | 'unknown' | 'busy' }
+export type Claim =
+  | { result: 'ok'; submission: Submission }
+  /** Not claimed: its number is suppressed, so the claim made it REJECTED (SUPPRESSED) instead. */
+  | { result: 'suppressed'; change: AppliedChange }
+  | { result: 'missing' | 'done' | 'unknown' | 'busy' }
 
 export interface SearchQuery {
   tenant: string

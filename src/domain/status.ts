@@ -13,6 +13,7 @@ export const STATUS = {
   EXPIRED: 'EXPIRED',
   REJECTED: 'REJECTED',
   FAILED: 'FAILED',
+  CANCELED: 'CANCELED',
 } as const
 
 export type Status = (typeof STATUS)[keyof typeof STATUS]
@@ -28,6 +29,7 @@ export const RANK: Record<Status, number> = {
   EXPIRED: 3,
   REJECTED: 3,
   FAILED: 3,
+  CANCELED: 3,
 }
 
 export const FINAL_RANK = 3

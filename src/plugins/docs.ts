@@ -18,12 +18,13 @@ export default fp(
         },
         components: {
           securitySchemes: {
-            bearerAuth: { type: 'http', scheme: 'bearer', description: 'One of API_KEYS' },
+            bearerAuth: { type: 'http', scheme: 'bearer', description: 'An API key of a tenant (API_KEYS, TENANTS_FILE)' },
             dlrToken: { type: 'apiKey', in: 'query', name: 'token', description: 'DLR_WEBHOOK_TOKEN (also as X-Webhook-Token or the Basic auth password)' },
           },
         },
         tags: [
-          { name: 'messages', description: 'Send SMS and follow them' },
+          { name: 'messages', description: 'Send SMS, follow and cancel them' },
+          { name: 'suppressions', description: 'The opt-out list: numbers that receive no SMS' },
           { name: 'infobip', description: 'Called by Infobip' },
           { name: 'operations', description: 'Health, readiness, metrics' },
         ],

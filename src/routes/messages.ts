@@ -4,10 +4,16 @@ import { acceptMessages } from '../accept-messages.js'
 import { GroupCommit } from '../group-commit.js'
 import { normalizePhone } from '../domain/phone.js'
 import { FieldError, HttpError } from '../errors.js'
-import { countCreated } from '../metrics.js'
+import { countCreated, countTransitions } from '../metrics.js'
 import { registerRateLimit } from '../plugins/rate-limit.js'
+import { Cancels } from '../cancels.js'
+import { callbackJobOptions } from '../callbacks.js'
+import { makeAfterChanges } from '../changes.js'
 import { MessageResource } from '../domain/message.js'
 import { AuthHeaders, BatchBody, ErrorResponse, IdParams, NewMessageBody, SearchPage, SearchQuerystring } from '../schemas/messages.js'
+
+const notFound = (id: string) => new HttpError(404, `Message ${id} not found (unknown or expired)`, 'NOT_FOUND')
+const CancelConflict = Type.Object({ statusCode: Type.Integer(), error: Type.String(), message: Type.String(), resource: MessageResource })
 
 const errors = { 400: ErrorResponse, 401: ErrorResponse, 413: ErrorResponse, 422: ErrorResponse, 429: ErrorResponse, 503: ErrorResponse }
 const security = [{ bearerAuth: [] }]
@@ -15,7 +21,10 @@ const security = [{ bearerAuth: [] }]
 /** `POST /messages`, `POST /messages/batch`, `GET /messages/:id` (docs/api.md). */
 const messages: FastifyPluginAsyncTypebox = async (app) => {
   const { config } = app
-  const writer = new GroupCommit({ store: app.store, sendQueue: app.queues.send, config })
+  // Callbacks and metrics of the changes the API makes itself: cancels, and numbers suppressed at acceptance.
+  const afterChanges = makeAfterChanges({ callbackQueue: app.queues.callback, callbackOptions: callbackJobOptions(config), onApplied: countTransitions(app.metrics) })
+  const writer = new GroupCommit({ store: app.store, sendQueue: app.queues.send, config, afterChanges })
+  const cancels = new Cancels(app.store, app.queues.send, afterChanges)
   const deps = { config, store: app.store, writer, onCreated: (n: number, tenant: string) => countCreated(app.metrics, n, tenant) }
   app.addHook('onRequest', app.authenticate)
   await registerRateLimit(app)
@@ -100,9 +109,54 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
     async (request) => {
       // Another tenant's message is not found, exactly like an unknown one (docs/tenants.md).
       const [message] = await app.store.getOwned(request.tenant.name, [request.params.id])
-      if (!message) throw new HttpError(404, `Message ${request.params.id} not found (unknown or expired)`, 'NOT_FOUND')
+      if (!message) throw notFound(request.params.id)
       return message
     },
+  )
+
+  app.post(
+    '/messages/:id/cancel',
+    {
+      schema: {
+        summary: 'Cancel a message that has not been sent',
+        description: 'A QUEUED message (scheduled or waiting for a worker) ends CANCELED and is never submitted. Cancel and a worker’s claim are decided atomically.',
+        tags: ['messages'],
+        security,
+        params: IdParams,
+        response: { 200: MessageResource, 401: ErrorResponse, 404: ErrorResponse, 409: CancelConflict, 429: ErrorResponse, 503: ErrorResponse },
+      },
+    },
+    async (request, reply) => {
+      const { id } = request.params
+      const [result] = await cancels.cancel(request.tenant.name, [id])
+      const [message] = await app.store.getOwned(request.tenant.name, [id])
+      if (result!.result === 'missing' || !message) throw notFound(id)
+      if (result!.result === 'refused') {
+        const why = message.final ? 'is final' : 'has been submitted to Infobip'
+        return reply.code(409).send({ statusCode: 409, error: 'Conflict', message: `Message ${id} is ${message.status}: it ${why} and can no longer be cancelled`, resource: message })
+      }
+      return message
+    },
+  )
+
+  app.post(
+    '/messages/cancel',
+    {
+      schema: {
+        summary: 'Cancel every message of a campaign (by reference) that has not been sent',
+        tags: ['messages'],
+        security,
+        body: Type.Object({ reference: Type.String({ minLength: 1, maxLength: 100 }) }, { additionalProperties: false }),
+        response: {
+          200: Type.Object({ canceled: Type.Integer(), notCanceled: Type.Integer({ description: 'messages with this reference already submitted or final' }) }),
+          400: ErrorResponse,
+          401: ErrorResponse,
+          429: ErrorResponse,
+          503: ErrorResponse,
+        },
+      },
+    },
+    async (request) => cancels.byReference(request.tenant.name, request.body.reference),
   )
 }
 

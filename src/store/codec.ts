@@ -16,7 +16,7 @@ const EVENT_FIELD = /^e(\d+)$/
 export const eventField = (e: MessageEvent): string => `${e.status}|${e.source}|${Date.parse(e.at)}|${e.infobipStatus ?? ''}`
 
 /** The hash of a new message holds only what is set, to keep records small. */
-export function toHash(m: Message, tenant: string): Record<string, string | number> {
+export function toHash(m: Message, tenant: string, job?: string): Record<string, string | number> {
   const hash: Record<string, string | number> = {
     id: m.id,
     tenant,
@@ -33,6 +33,8 @@ export function toHash(m: Message, tenant: string): Record<string, string | numb
   if (m.reference !== null) hash.reference = m.reference
   if (m.callbackUrl !== null) hash.callbackUrl = m.callbackUrl
   if (m.sendAt !== null) hash.sendAt = m.sendAt
+  // A scheduled message's delayed send job, which a cancel removes.
+  if (job !== undefined) hash.job = job
   if (m.validityPeriodMinutes !== null) hash.validityPeriodMinutes = m.validityPeriodMinutes
   return hash
 }

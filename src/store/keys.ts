@@ -33,6 +33,10 @@ export interface Keys {
   tenantRoot(): string
   byReference(tenant: string, reference: string): string
   byRecipient(tenant: string, to: string): string
+  /** The tenant's suppression list: number → `{ reason, source, createdAt }` JSON. */
+  suppressions(tenant: string): string
+  /** Inbound messages already applied (their Infobip messageId), for a while. */
+  inboundSeen(messageId: string): string
   /** Submitted, not yet final: score = submission time (ms); what the reconciler looks up. */
   open(): string
   /** PENDING messages past Infobip's logs window, which nothing will tell more of: score = submission time. */
@@ -48,6 +52,8 @@ export interface Keys {
 }
 
 export const STATUS_INDEX = ':idx:status:'
+/** What follows a tenant's name in the name of its suppression list (a hash: number → JSON). */
+export const SUPPRESSIONS = ':supp'
 
 export function makeKeys(prefix: string): Keys {
   const tenantRoot = `${prefix}:t:`
@@ -66,6 +72,8 @@ export function makeKeys(prefix: string): Keys {
     tenantRoot: () => tenantRoot,
     byReference: (tenant, reference) => `${tenantRoot}${tenant}:idx:ref:${reference}`,
     byRecipient: (tenant, to) => `${tenantRoot}${tenant}:idx:to:${to}`,
+    suppressions: (tenant) => `${tenantRoot}${tenant}${SUPPRESSIONS}`,
+    inboundSeen: (messageId) => `${prefix}:inbound:seen:${messageId}`,
     open: () => `${prefix}:idx:open`,
     stale: () => `${prefix}:idx:stale`,
     staleCount: () => `${prefix}:metrics:stale`,

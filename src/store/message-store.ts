@@ -3,6 +3,8 @@ import {
   BATCH_SIZE,
   inBatches,
   queuedMessage,
+  suppressedMessage,
+  type AppliedChange,
   type Claim,
   type Message,
   type NewMessage,
@@ -11,7 +13,7 @@ import {
   type TransitionResult,
 } from '../domain/message.js'
 import { maskPhones } from '../domain/phone.js'
-import { STATUS } from '../domain/status.js'
+import { STATUS, type Status } from '../domain/status.js'
 import { FINGERPRINT_FIELD, fromHash, idBound, parseTransition, tenantOf, toHash } from './codec.js'
 import { makeKeys, type Keys } from './keys.js'
 import { defineScripts } from './scripts.js'
@@ -25,6 +27,20 @@ export interface ClaimOptions {
   /** The caller looked the messages up in Infobip's logs already: claim them despite a marker. */
   force?: boolean
 }
+
+/** What cancelling one message did (see CANCEL); `job` is a scheduled message's delayed send job. */
+export type CancelResult = { result: 'canceled'; change: AppliedChange; job: string | null } | { result: 'refused'; status: Status } | { result: 'missing' }
+
+/** An entry of a tenant's suppression list (docs/api.md#suppressions). */
+export interface Suppression {
+  to: string
+  reason: string | null
+  source: 'api' | 'inbound'
+  createdAt: string
+}
+
+/** CREATE's answer for a message whose number is suppressed. */
+const SUPPRESSED = 2
 
 /** A stored message and whose it is. */
 export interface Owned {
@@ -70,6 +86,7 @@ export class MessageStore {
     const recordPrefix = this.keys.message('')
     const created = messages.map((m) => queuedMessage(m, (m.createdAt ?? now).toISOString()))
     const outbox = this.keys.outbox()
+    const root = this.keys.tenantRoot()
     const args = (message: Message, m: NewMessage) => {
       const list = [
         this.keys.message(message.id),
@@ -78,21 +95,24 @@ export class MessageStore {
         this.keys.byStatus(m.tenant, STATUS.QUEUED),
         this.keys.byRecipient(m.tenant, message.to),
         this.keys.byReference(m.tenant, message.reference ?? ''),
+        this.keys.suppressions(m.tenant),
         ttl(m),
         message.id,
         ms,
         message.reference ? '1' : '',
         retained,
         recordPrefix.slice(0, -1),
+        root,
+        m.tenant,
+        message.to,
       ]
-      const hash = toHash(message, m.tenant)
+      const hash = toHash(message, m.tenant, m.job)
       for (const field in hash) list.push(field, String(hash[field]))
       return list
     }
-    if (created.length === 1) {
-      await this.#redis.smsCreate(...args(created[0]!, messages[0]!))
-      return created
-    }
+    // A suppressed number's message was stored REJECTED: answer what was stored.
+    const asStored = (results: number[]) => created.map((m, i) => (results[i] === SUPPRESSED ? suppressedMessage(m, now.toISOString()) : m))
+    if (created.length === 1) return asStored([await this.#redis.smsCreate(...args(created[0]!, messages[0]!))])
     const multi = this.#redis.multi()
     created.forEach((message, i) => multi.smsCreate(...args(message, messages[i]!)))
     const replies = await multi.exec()
@@ -104,7 +124,7 @@ export class MessageStore {
       })
       throw failed[0]!
     }
-    return created
+    return asStored(replies.map(([, result]) => result as number))
   }
 
   /** The send jobs of these messages exist: they leave the outbox. */
@@ -118,7 +138,8 @@ export class MessageStore {
     const multi = this.#redis.multi()
     for (const m of messages) {
       multi.del(this.keys.message(m.id), this.keys.infobip(m.id))
-      for (const index of [this.keys.created(m.tenant), this.keys.byStatus(m.tenant, STATUS.QUEUED), this.keys.byRecipient(m.tenant, m.to)]) multi.zrem(index, m.id)
+      const indexes = [this.keys.created(m.tenant), this.keys.byStatus(m.tenant, STATUS.QUEUED), this.keys.byStatus(m.tenant, STATUS.REJECTED), this.keys.byRecipient(m.tenant, m.to)]
+      for (const index of indexes) multi.zrem(index, m.id)
       if (m.reference) multi.zrem(this.keys.byReference(m.tenant, m.reference), m.id)
     }
     multi.zrem(this.keys.outbox(), ...messages.map((m) => m.id))
@@ -218,16 +239,86 @@ export class MessageStore {
   async claim(ids: string[], options: ClaimOptions): Promise<Claim[]> {
     const pipeline = this.#redis.pipeline()
     const now = String(Date.now())
-    const args = [options.force ? 'force' : '', now, options.owner, String(options.busyMs)]
+    const args = [options.force ? 'force' : '', now, options.owner, String(options.busyMs), this.keys.tenantRoot()]
     for (const batch of inBatches(ids)) {
       pipeline.smsClaim(1 + batch.length, this.keys.open(), ...batch.map((id) => this.keys.message(id)), ...args, ...batch)
     }
     const replies = ((await exec(pipeline)) as string[][][]).flat()
-    return replies.map(([result, to, from, text, validity], i): Claim =>
-      result === 'ok'
-        ? { result, submission: { id: ids[i]!, to: to!, from: from!, text: text!, validityPeriodMinutes: validity ? Number(validity) : undefined } }
-        : { result: result as 'missing' | 'done' | 'unknown' | 'busy' },
-    )
+    return replies.map(([result, a, b, c, d], i): Claim => {
+      if (result === 'ok') return { result, submission: { id: ids[i]!, to: a!, from: b!, text: c!, validityPeriodMinutes: d ? Number(d) : undefined } }
+      if (result === 'suppressed') return { result, change: { previous: STATUS.QUEUED, seq: Number(a), submittedAt: null, callbackUrl: b || null, reference: c || null, tenant: d! } }
+      return { result: result as 'missing' | 'done' | 'unknown' | 'busy' }
+    })
+  }
+
+  /**
+   * Cancels the tenant's messages that have not been submitted (see CANCEL): one call per 100 of
+   * them, all in one pipeline. Another tenant's message is `missing`, like an unknown one.
+   */
+  async cancel(tenant: string, ids: string[]): Promise<CancelResult[]> {
+    const pipeline = this.#redis.pipeline()
+    const args = [this.keys.tenantRoot(), String(Date.now()), tenant]
+    for (const batch of inBatches(ids)) pipeline.smsCancel(batch.length, ...batch.map((id) => this.keys.message(id)), ...args, ...batch)
+    const replies = ((await exec(pipeline)) as string[][][]).flat()
+    return replies.map(([result, a, b, c, d]): CancelResult => {
+      if (result === 'canceled') return { result, change: { previous: STATUS.QUEUED, seq: Number(a), submittedAt: null, callbackUrl: b || null, reference: c || null, tenant }, job: d || null }
+      if (result === 'refused') return { result, status: a as Status }
+      return { result: 'missing' }
+    })
+  }
+
+  /**
+   * The ids of a tenant's messages with this reference, a page at a time in id order: `after` is the
+   * last id of the previous page (docs/api.md#cancel-a-campaign).
+   */
+  async idsByReference(tenant: string, reference: string, after: string | undefined, limit: number): Promise<string[]> {
+    return (await this.#redis.call('ZRANGE', this.keys.byReference(tenant, reference), after ? `(${after}` : '-', '+', 'BYLEX', 'LIMIT', 0, limit)) as string[]
+  }
+
+  /** Puts numbers on tenants' suppression lists; an entry already there keeps its `createdAt`. Returns the entries. */
+  async suppress(tenants: string[], to: string, entry: Omit<Suppression, 'to' | 'createdAt'>, now = new Date()): Promise<Suppression[]> {
+    const value = JSON.stringify({ reason: entry.reason, source: entry.source, createdAt: now.toISOString() })
+    const earlier = (await exec(tenants.reduce((p, tenant) => p.hget(this.keys.suppressions(tenant), to), this.#redis.pipeline()))) as (string | null)[]
+    const pipeline = this.#redis.pipeline()
+    const entries = tenants.map((tenant, i) => {
+      const createdAt = earlier[i] ? (JSON.parse(earlier[i]) as Suppression).createdAt : now.toISOString()
+      const stored = earlier[i] ? JSON.stringify({ reason: entry.reason, source: entry.source, createdAt }) : value
+      pipeline.hset(this.keys.suppressions(tenant), to, stored)
+      return { to, reason: entry.reason, source: entry.source, createdAt }
+    })
+    await exec(pipeline)
+    return entries
+  }
+
+  /** Takes a number off tenants' suppression lists; returns, per tenant, whether it was there. */
+  async unsuppress(tenants: string[], to: string): Promise<boolean[]> {
+    const replies = await exec(tenants.reduce((p, tenant) => p.hdel(this.keys.suppressions(tenant), to), this.#redis.pipeline()))
+    return replies.map((n) => n === 1)
+  }
+
+  async suppression(tenant: string, to: string): Promise<Suppression | undefined> {
+    const value = await this.#redis.hget(this.keys.suppressions(tenant), to)
+    return value ? { to, ...(JSON.parse(value) as Omit<Suppression, 'to'>) } : undefined
+  }
+
+  /** A page of a tenant's suppression list (HSCAN: every entry present throughout is listed, an entry may come twice). */
+  async suppressions(tenant: string, cursor: string | undefined, limit: number): Promise<{ suppressions: Suppression[]; nextCursor: string | null }> {
+    const [next, flat] = await this.#redis.hscan(this.keys.suppressions(tenant), cursor ?? '0', 'COUNT', limit)
+    const suppressions: Suppression[] = []
+    for (let i = 0; i < flat.length; i += 2) suppressions.push({ to: flat[i]!, ...(JSON.parse(flat[i + 1]!) as Omit<Suppression, 'to'>) })
+    return { suppressions, nextCursor: next === '0' ? null : next }
+  }
+
+  /**
+   * Marks an inbound message (its Infobip messageId) as applied, for 7 days; false when it was
+   * already, so that a repeat has no further effect.
+   */
+  async firstInbound(messageId: string): Promise<boolean> {
+    return (await this.#redis.set(this.keys.inboundSeen(messageId), '1', 'EX', 7 * 24 * 60 * 60, 'NX')) === 'OK'
+  }
+
+  async forgetInbound(messageId: string): Promise<void> {
+    await this.#redis.del(this.keys.inboundSeen(messageId))
   }
 
   /** Infobip answered without accepting (429, 4xx, 5xx): the outcome of the submission is known. */

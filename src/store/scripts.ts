@@ -1,13 +1,15 @@
 import type { ClientContext, Redis, Result } from 'ioredis'
+import { SUPPRESSED_ERROR } from '../domain/message.js'
 import { FINAL_RANK, RANK } from '../domain/status.js'
 import { DEFAULT_TENANT } from '../tenants.js'
-import { STATUS_INDEX } from './keys.js'
+import { STATUS_INDEX, SUPPRESSIONS } from './keys.js'
 
 declare module 'ioredis' {
   interface RedisCommander<Context extends ClientContext> {
     smsTransition(numberOfKeys: number, ...keysAndArgs: string[]): Result<string[][], Context>
     smsClaim(numberOfKeys: number, ...keysAndArgs: string[]): Result<string[][], Context>
     smsCreate(...keysAndArgs: string[]): Result<number, Context>
+    smsCancel(numberOfKeys: number, ...keysAndArgs: string[]): Result<string[][], Context>
     smsRetire(numberOfKeys: number, ...keysAndArgs: string[]): Result<number, Context>
     smsReserveBudget(k1: string, n: number, limit: number, windowSeconds: number): Result<number, Context>
   }
@@ -19,14 +21,16 @@ export function defineScripts(redis: Redis): void {
   redis.defineCommand('smsTransition', { lua: TRANSITION })
   redis.defineCommand('smsClaim', { lua: CLAIM })
   redis.defineCommand('smsCreate', { numberOfKeys: CREATE_KEYS, lua: CREATE })
+  redis.defineCommand('smsCancel', { lua: CANCEL })
   redis.defineCommand('smsRetire', { lua: RETIRE })
   redis.defineCommand('smsReserveBudget', { numberOfKeys: 1, lua: RESERVE_BUDGET })
 }
 
 /**
- * The Lua scripts of the store. CREATE touches one message's keys; TRANSITION and CLAIM take up to
- * BATCH_SIZE messages per call (docs/store.md#scripts).
- * The rank table is generated from `RANK` so that Lua and TypeScript cannot disagree.
+ * The Lua scripts of the store. CREATE touches one message's keys; TRANSITION, CLAIM and CANCEL take
+ * up to BATCH_SIZE messages per call (docs/store.md#scripts). Every status change, whichever script
+ * makes it, is written by the one `change` function of PRELUDE. The rank table is generated from
+ * `RANK` so that Lua and TypeScript cannot disagree.
  */
 const rankTable = `{${Object.entries(RANK)
   .map(([status, rank]) => `${status}=${rank}`)
@@ -39,21 +43,44 @@ const TRANSITION_SHARED_ARGS = 2
 const TRANSITION_ARGS = 9
 
 /**
- * Applies a list of status changes, each on its own message (docs/statuses.md#transition-rules, rules 1–4), in one call: the
- * per-call cost of a script (finding it, setting up its arguments, a reply to decode) is paid once
- * per batch instead of once per report. Each change is decided by itself, exactly as if it came
- * alone; the whole call is atomic, as every script is.
+ * What every script that changes a status shares. `change` writes one status change on a record: the
+ * status, the next seq, the event (`e<seq>` = "status|source|at ms|infobip status"), the error if
+ * any and `extra` fields; and moves the id between its tenant's status indexes, whose names it builds
+ * from the tenants' key root and the record's tenant (a report does not say whose message it is).
+ */
+const PRELUDE = `
+local RANK = ${rankTable}
+local function change(record, id, root, tenant, current, status, seq, source, atMs, infobipStatus, err, extra)
+  local fields = {'status', status, 'seq', seq, 'e' .. seq, status .. '|' .. source .. '|' .. atMs .. '|' .. infobipStatus}
+  if err ~= '' then
+    fields[#fields + 1] = 'error'
+    fields[#fields + 1] = err
+  end
+  for i = 1, #extra do fields[#fields + 1] = extra[i] end
+  redis.call('HSET', record, unpack(fields))
+  local indexes = root .. tenant .. '${STATUS_INDEX}'
+  redis.call('ZREM', indexes .. current, id)
+  redis.call('ZADD', indexes .. status, 0, id)
+end
+local function suppressed(root, tenant, to)
+  return redis.call('HEXISTS', root .. tenant .. '${SUPPRESSIONS}', to) == 1
+end
+`
+
+const SUPPRESSED = JSON.stringify(SUPPRESSED_ERROR)
+
+/**
+ * Applies a list of status changes, each on its own message (docs/statuses.md#transition-rules, rules
+ * 1–4), in one call: the per-call cost of a script (finding it, setting up its arguments, a reply to
+ * decode) is paid once per batch instead of once per report. Each change is decided by itself,
+ * exactly as if it came alone; the whole call is atomic, as every script is.
  *
  * For each change: a fingerprint seen before is a duplicate (the record's field `f:<fingerprint>`
  * holds the seq of the event it made, or ''); a rank not higher than the current one is ignored;
- * otherwise status, event and `error` are written together, and the report's `infobip` JSON replaces
- * the previous one in its own string key (which expires with the record). The event is a field
- * `e<seq>` of the record ("status|source|at ms|infobip status"); the last event's time is the
- * message's `updatedAt`. Kept out of the record, the JSON
- * leaves every field short, so the record stays in Redis's compact hash encoding, and Lua never has
- * to parse it. The message also moves between its tenant's status indexes (whose names the script
- * builds from the record's `tenant`: a report does not say whose message it is), and leaves the open
- * index when final.
+ * otherwise `change` writes it, and the report's `infobip` JSON replaces the previous one in its own
+ * string key (which expires with the record). Kept out of the record, the JSON leaves every field
+ * short, so the record stays in Redis's compact hash encoding, and Lua never has to parse it. The
+ * message leaves the open and stale indexes when final.
  *
  * KEYS: 1 open index, 2 stale index, then per change: record hash, infobip JSON
  * ARGV: 1 ttl seconds, 2 the tenants' key root, then per change (TRANSITION_ARGS): status, source,
@@ -62,8 +89,7 @@ const TRANSITION_ARGS = 9
  * Returns per change { result, previous status, seq, submittedAt, callbackUrl, reference, tenant },
  * and for a duplicate that once changed the status, the same plus the event's time (ms)
  */
-export const TRANSITION = `
-local RANK = ${rankTable}
+export const TRANSITION = `${PRELUDE}
 local function apply(record, infobip, a)
   local status, source, atMs, infobipStatus, err, fingerprint, settles, id, report =
     ARGV[a], ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7], ARGV[a + 8]
@@ -90,24 +116,12 @@ local function apply(record, infobip, a)
     return {'ignored', current}
   end
   local seq = tonumber(meta[5]) + 1
-  local fields = {'status', status, 'seq', seq, 'e' .. seq, status .. '|' .. source .. '|' .. atMs .. '|' .. infobipStatus}
-  if fp then
-    fields[#fields + 1] = fp
-    fields[#fields + 1] = seq
-  end
-  if err ~= '' then
-    fields[#fields + 1] = 'error'
-    fields[#fields + 1] = err
-  end
-  redis.call('HSET', record, unpack(fields))
+  change(record, id, ARGV[2], tenant, current, status, seq, source, atMs, infobipStatus, err, fp and {fp, seq} or {})
   if report ~= '' then
     local expires = redis.call('PEXPIRETIME', record)
     if expires > 0 then redis.call('SET', infobip, report, 'PXAT', expires)
     else redis.call('SET', infobip, report, 'EX', ARGV[1]) end
   end
-  local indexes = ARGV[2] .. tenant .. '${STATUS_INDEX}'
-  redis.call('ZREM', indexes .. current, id)
-  redis.call('ZADD', indexes .. status, 0, id)
   if RANK[status] == ${FINAL_RANK} then
     redis.call('ZREM', KEYS[1], id)
     redis.call('ZREM', KEYS[2], id)
@@ -122,7 +136,7 @@ end
 return results
 `
 
-export const CREATE_KEYS = 6
+export const CREATE_KEYS = 7
 
 /**
  * Stores a new message: its record (with its QUEUED event and its tenant), its tenant's index
@@ -132,16 +146,21 @@ export const CREATE_KEYS = 6
  * A batch calls it once per message inside a MULTI; the store undoes the calls that succeeded when
  * one fails (docs/store.md#scripts).
  *
+ * A number on the tenant's suppression list is looked up here, in the same call: such a message is
+ * stored REJECTED at once (a second event, error SUPPRESSED) and never enters the outbox.
+ *
  * The per-recipient and per-reference indexes outlive most of their entries (each lives as long as
  * its longest-lived message), so each call also drops up to three entries older than the retention
  * whose records are gone: an index that keeps receiving entries sheds as many old ones.
  *
  * KEYS: 1 record hash, 2 outbox, 3 created index, 4 QUEUED index, 5 recipient index,
- *       6 reference index (unused without a reference)
+ *       6 reference index (unused without a reference), 7 the tenant's suppression list
  * ARGV: 1 ttl seconds, 2 message id, 3 now (ms), 4 "1" if it has a reference, 5 the smallest id
- *       still within the retention, 6 what precedes an id in a record's key, 7… field, value pairs
+ *       still within the retention, 6 what precedes an id in a record's key, 7 the tenants' key root,
+ *       8 the tenant, 9 the number, 10… field, value pairs
+ * Returns 1, or 2 when the number is suppressed
  */
-export const CREATE = `
+export const CREATE = `${PRELUDE}
 local id = ARGV[2]
 local function trim(key)
   for _, old in ipairs(redis.call('ZRANGE', key, '-', '(' .. ARGV[5], 'BYLEX', 'LIMIT', 0, 3)) do
@@ -154,18 +173,25 @@ local function index(key)
   redis.call('ZADD', key, 0, id)
   if redis.call('TTL', key) < tonumber(ARGV[1]) then redis.call('EXPIRE', key, ARGV[1]) end
 end
+local result = 1
 local ok, err = pcall(function()
-  redis.call('HSET', KEYS[1], unpack(ARGV, 7))
+  redis.call('HSET', KEYS[1], unpack(ARGV, 10))
   redis.call('EXPIRE', KEYS[1], ARGV[1])
   redis.call('ZADD', KEYS[3], 0, id)
   redis.call('ZADD', KEYS[4], 0, id)
   index(KEYS[5])
   if ARGV[4] == '1' then index(KEYS[6]) end
-  redis.call('ZADD', KEYS[2], ARGV[3], id)
+  if redis.call('HEXISTS', KEYS[7], ARGV[9]) == 1 then
+    change(KEYS[1], id, ARGV[7], ARGV[8], 'QUEUED', 'REJECTED', 2, 'api', ARGV[3], '', '${SUPPRESSED}', {})
+    result = 2
+  else
+    redis.call('ZADD', KEYS[2], ARGV[3], id)
+  end
 end)
-if ok then return 1 end
+if ok then return result end
 pcall(redis.call, 'DEL', KEYS[1])
 for i = 2, 6 do pcall(redis.call, 'ZREM', KEYS[i], id) end
+pcall(redis.call, 'ZREM', ARGV[7] .. ARGV[8] .. '${STATUS_INDEX}REJECTED', id)
 return redis.error_reply(type(err) == 'table' and err.err or tostring(err))
 `
 
@@ -179,16 +205,22 @@ return redis.error_reply(type(err) == 'table' and err.err or tostring(err))
  * "busy", left to that job. A claimed message enters the open index (the reconciler looks it up if no
  * final report comes), and what its submission needs comes back with the claim.
  *
+ * Being one script on the record, a claim and a cancel (CANCEL) cannot both win. A message whose
+ * number its tenant has suppressed since it was accepted is not claimed but REJECTED (SUPPRESSED),
+ * in the same step.
+ *
  * KEYS: 1 open index, 2… the records
- * ARGV: 1 "force" or "", 2 now (ms), 3 the claiming job's id, 4 the busy window (ms), 5… the message ids
- * Returns per message {"missing"} | {"done"} | {"unknown"} | {"busy"} | {"ok", to, from, text, validity minutes or ""}
+ * ARGV: 1 "force" or "", 2 now (ms), 3 the claiming job's id, 4 the busy window (ms), 5 the tenants'
+ *       key root, 6… the message ids
+ * Returns per message {"missing"} | {"done"} | {"unknown"} | {"busy"} | {"ok", to, from, text, validity
+ * minutes or ""} | {"suppressed", seq, callbackUrl, reference, tenant}
  */
-export const CLAIM = `
+export const CLAIM = `${PRELUDE}
 local now = tonumber(ARGV[2])
 local claims = {}
 for i = 2, #KEYS do
-  local record, id = KEYS[i], ARGV[i + 3]
-  local m = redis.call('HMGET', record, 'status', 'inflight', 'attempts', 'to', 'from', 'text', 'validityPeriodMinutes')
+  local record, id = KEYS[i], ARGV[i + 4]
+  local m = redis.call('HMGET', record, 'status', 'inflight', 'attempts', 'to', 'from', 'text', 'validityPeriodMinutes', 'tenant', 'seq', 'callbackUrl', 'reference')
   local owner, since
   if m[2] then owner, since = string.match(m[2], '^(.*)|(%d+)$') end
   if not m[1] then claims[i - 1] = {'missing'}
@@ -196,12 +228,46 @@ for i = 2, #KEYS do
   elseif ARGV[1] ~= 'force' and owner and owner ~= ARGV[3] and now - tonumber(since) < tonumber(ARGV[4]) then claims[i - 1] = {'busy'}
   elseif ARGV[1] ~= 'force' and m[2] then claims[i - 1] = {'unknown'}
   else
-    redis.call('HSET', record, 'inflight', ARGV[3] .. '|' .. ARGV[2], 'submittedAt', ARGV[2], 'attempts', (tonumber(m[3]) or 0) + 1)
-    redis.call('ZADD', KEYS[1], ARGV[2], id)
-    claims[i - 1] = {'ok', m[4], m[5], m[6], m[7] or ''}
+    local tenant = m[8] or '${DEFAULT_TENANT}'
+    if suppressed(ARGV[5], tenant, m[4]) then
+      local seq = tonumber(m[9]) + 1
+      change(record, id, ARGV[5], tenant, 'QUEUED', 'REJECTED', seq, 'send', ARGV[2], '', '${SUPPRESSED}', {})
+      redis.call('HDEL', record, 'inflight')
+      claims[i - 1] = {'suppressed', seq, m[10] or '', m[11] or '', tenant}
+    else
+      redis.call('HSET', record, 'inflight', ARGV[3] .. '|' .. ARGV[2], 'submittedAt', ARGV[2], 'attempts', (tonumber(m[3]) or 0) + 1)
+      redis.call('ZADD', KEYS[1], ARGV[2], id)
+      claims[i - 1] = {'ok', m[4], m[5], m[6], m[7] or ''}
+    end
   end
 end
 return claims
+`
+
+/**
+ * Cancels messages of one tenant that have not been submitted (docs/api.md#cancel): a QUEUED message
+ * with no in-flight marker (no submission under way, and none whose outcome is unknown) becomes
+ * CANCELED, an event of source "api". Decided in one step on the record, like a claim: either the
+ * cancel wins and the message is never submitted, or the claim won and the cancel is refused.
+ * Another tenant's message is "missing", exactly like an unknown one.
+ *
+ * KEYS: the records. ARGV: 1 the tenants' key root, 2 now (ms), 3 the tenant, 4… the message ids
+ * Returns per message {"missing"} | {"refused", status} | {"canceled", seq, callbackUrl, reference, job}
+ */
+export const CANCEL = `${PRELUDE}
+local results = {}
+for i = 1, #KEYS do
+  local record, id = KEYS[i], ARGV[i + 3]
+  local m = redis.call('HMGET', record, 'status', 'inflight', 'tenant', 'seq', 'callbackUrl', 'reference', 'job')
+  if not m[1] or (m[3] or '${DEFAULT_TENANT}') ~= ARGV[3] then results[i] = {'missing'}
+  elseif m[1] ~= 'QUEUED' or m[2] then results[i] = {'refused', m[1]}
+  else
+    local seq = tonumber(m[4]) + 1
+    change(record, id, ARGV[1], ARGV[3], 'QUEUED', 'CANCELED', seq, 'api', ARGV[2], '', '', {})
+    results[i] = {'canceled', seq, m[5] or '', m[6] or '', m[7] or ''}
+  end
+end
+return results
 `
 
 /**

@@ -6,7 +6,7 @@ import type { Submission } from '../../src/domain/message.js'
 import { InfobipClient } from '../../src/infobip/client.js'
 import { makeReconcileProcessor, MAX_CALLS_PER_RUN } from '../../workers/reconcile.js'
 import { startWorkers } from '../../workers/start.js'
-import { makeApplyTransitions } from '../../workers/transitions.js'
+import { makeApplyTransitions } from '../../src/changes.js'
 import { AUTH, buildTestApp, startSimulator, testConfig, waitFor } from '../helpers/index.js'
 
 t.test('0009 (no report; only the logs know DELIVERED) ends DELIVERED through the scheduled reconciler', async (t) => {
