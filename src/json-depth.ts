@@ -39,7 +39,7 @@ export function nestedDeeperThan(text: string, limit: number): boolean {
  */
 export function depthLimitedJsonParser(parse: FastifyBodyParser<string>): FastifyBodyParser<string> {
   return (request, body, done) => {
-    if (false && nestedDeeperThan(body, MAX_JSON_DEPTH)) {
+    if (nestedDeeperThan(body, MAX_JSON_DEPTH)) {
       return done(new HttpError(400, `body is nested deeper than ${MAX_JSON_DEPTH} levels`, 'FST_ERR_VALIDATION'), undefined)
     }
     return parse(request, body, done)
