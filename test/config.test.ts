@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs'
 import t from 'tap'
-import { ConfigSchema, loadConfig, REQUIRED } from '../src/config.js'
+import { ConfigSchema, DEVELOPMENT_SECRETS, loadConfig, REQUIRED } from '../src/config.js'
 
 t.test('defaults, and values converted from strings', async (t) => {
   const config = loadConfig({ PORT: '3005', TRUST_PROXY: '10.0.0.1, 10.1.0.0/16', SIM_FAILURE_RATE: '0.3' })
@@ -27,8 +27,19 @@ t.test('a bad or missing variable stops start-up with one line naming it', async
     [{ WORKER_QUEUES: 'send,emails' }, /^Invalid configuration: WORKER_QUEUES /],
   ]
   for (const [env, message] of cases) t.throws(() => loadConfig(env), { name: 'ConfigError', message })
-  t.throws(() => loadConfig({}, REQUIRED.api), { message: 'Invalid configuration: API_KEYS is required (see .env.example)' })
   t.throws(() => loadConfig({ API_KEYS: 'k' }, REQUIRED.api), { message: /DLR_WEBHOOK_TOKEN is required/ })
+  // The API's keys come from API_KEYS or TENANTS_FILE: test/tenants.test.ts.
+})
+
+t.test('NODE_ENV=production refuses the development values of npm run dev, and short API keys', async (t) => {
+  const production = { NODE_ENV: 'production', API_KEYS: 'a-production-key-0123456789' }
+  t.ok(loadConfig(production), 'real values pass')
+  for (const [key, value] of Object.entries(DEVELOPMENT_SECRETS)) {
+    const env = { ...production, [key]: key === 'API_KEYS' ? `a-production-key-0123456789,${value}` : value }
+    t.throws(() => loadConfig(env), { message: `Invalid configuration: ${key} has the development value of npm run dev, which is refused with NODE_ENV=production` }, key)
+    t.ok(loadConfig({ ...env, NODE_ENV: 'development' }), `${key} is fine in development`)
+  }
+  t.throws(() => loadConfig({ ...production, API_KEYS: 'short-key' }), { message: /API_KEYS must each be at least 16 characters with NODE_ENV=production/ })
 })
 
 t.test('secrets never appear in the error', async (t) => {
