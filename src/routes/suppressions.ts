@@ -41,12 +41,16 @@ const suppressions: FastifyPluginAsyncTypebox = async (app) => {
         tags,
         security,
         params: ToParams,
-        body: Type.Optional(Type.Object({ reason: Type.Optional(Type.String({ maxLength: 200 })) }, { additionalProperties: false })),
+        body: Type.Object({ reason: Type.Optional(Type.String({ maxLength: 200 })) }, { additionalProperties: false }),
         response: { 200: Suppression, 400: ErrorResponse, 401: ErrorResponse, 429: ErrorResponse, 503: ErrorResponse },
+      },
+      // The body is optional: a PUT without one is a PUT of `{}`.
+      preValidation: async (request) => {
+        request.body ??= {}
       },
     },
     async (request) => {
-      const [entry] = await app.store.suppress([request.tenant.name], number(request.params.to), { reason: request.body?.reason ?? null, source: 'api' })
+      const [entry] = await app.store.suppress([request.tenant.name], number(request.params.to), { reason: request.body.reason ?? null, source: 'api' })
       return entry
     },
   )
