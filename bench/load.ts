@@ -22,7 +22,8 @@ export interface LoadResult {
 
 export interface LoadOptions {
   url: string
-  body: string
+  /** A POST's body; without one, the load is GETs. */
+  body?: string | undefined
   headers?: Record<string, string>
   connections: number
   /** Seconds to run; or `amount` requests, whichever is given. */
@@ -37,9 +38,9 @@ export async function fire(options: LoadOptions): Promise<LoadResult> {
     const instance = autocannon(
       {
         url: options.url,
-        method: 'POST',
-        headers: { 'content-type': 'application/json', ...options.headers },
-        body: options.body,
+        ...(options.body === undefined
+          ? { method: 'GET' as const, headers: options.headers ?? {} }
+          : { method: 'POST' as const, headers: { 'content-type': 'application/json', ...options.headers }, body: options.body }),
         connections: options.connections,
         ...(options.amount !== undefined ? { amount: options.amount } : { duration: options.duration ?? 5 }),
         timeout: 30,

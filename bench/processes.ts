@@ -28,6 +28,8 @@ export interface StartOptions {
   logDir: string
   /** Write a `--cpu-prof` profile there when the process exits. */
   profileDir?: string | undefined
+  /** Where the entry point is taken from: another build of the service (a git worktree), or this one. */
+  cwd?: string | undefined
 }
 
 export function start(name: string, entry: string, env: Record<string, string>, options: StartOptions): Child {
@@ -38,7 +40,7 @@ export function start(name: string, entry: string, env: Record<string, string>, 
   // One directory per process: tsx's loader thread writes a profile of its own next to the main one.
   const profile = options.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${ensureDir(join(options.profileDir, file))}`] : []
   const proc = spawn(process.execPath, [...profile, '--import', 'tsx', entry], {
-    cwd: ROOT,
+    cwd: options.cwd ?? ROOT,
     env: { ...process.env, ...env },
     stdio: ['ignore', fd, fd],
   })

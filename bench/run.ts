@@ -6,12 +6,13 @@ import { killAllNow, ROOT, stop, stopAll } from './processes.js'
 import { cleanupRun, connect, REDIS_URL } from './redis.js'
 import { check, elapsedSeconds, markdownTable, progress, writeResults, type Row } from './report.js'
 import { postBatch, postDlr, postMessages } from './scenarios/api.js'
+import { againstBaselines } from './scenarios/baseline.js'
 import { bareFastify, pipelinedHset } from './scenarios/ceilings.js'
 import { BATCH, otherLoad, type Ctx } from './scenarios/common.js'
 import { dlrWorkers } from './scenarios/dlr-worker.js'
-import { endToEnd, SEND_CONCURRENCY, SIM_LATENCY_MS } from './scenarios/end-to-end.js'
+import { endToEnd, SEND_CONCURRENCY, SIM_LATENCY_MS, warmUpOf } from './scenarios/end-to-end.js'
 import { memoryPerMessage } from './scenarios/memory.js'
-import { startSimulator } from './service.js'
+import { sinkStats, startOtlpSink, startSimulator } from './service.js'
 
 /**
  * `npm run bench`: every scenario of the benchmark issue against the Redis at REDIS_URL, each figure
@@ -20,18 +21,21 @@ import { startSimulator } from './service.js'
  *   BENCH_SECONDS        timed seconds per HTTP load (default 5, after a warm-up)
  *   BENCH_E2E_MESSAGES   messages per end-to-end run (default 20000, fewer if the time budget demands it)
  *   BENCH_BUDGET_SECONDS the whole run's budget (default 285): the end-to-end runs shrink to fit it
+ *   BENCH_TRACING_MESSAGES messages per run of e2e-tracing, tracing off then on (default 5000)
  *   BENCH_LOG_LEVEL      LOG_LEVEL of the service's processes (default info, the product default)
  *   BENCH_ONLY           comma-separated scenario names to run (ceilings always run)
+ *   BENCH_BASELINE       comma-separated git refs of earlier builds: their API runs beside this one's (scenario baseline)
  *   BENCH_PROFILE=1      start the service's processes with --cpu-prof (profiles in bench/results/profiles/)
  */
 
 const env = process.env
-const SCENARIOS = ['memory', 'post-single', 'post-batch', 'post-dlr', 'dlr-worker', 'e2e'] as const
+const SCENARIOS = ['memory', 'post-single', 'post-batch', 'post-dlr', 'dlr-worker', 'e2e', 'e2e-tracing', 'baseline'] as const
 const only = new Set((env.BENCH_ONLY ?? SCENARIOS.join(',')).split(',').map((s) => s.trim()))
 const stamp = new Date().toISOString().replace(/[:.]/g, '-')
 const resultsDir = join(ROOT, 'bench', 'results')
 const e2eRequested = Number(env.BENCH_E2E_MESSAGES ?? 20_000)
 const budgetSeconds = Number(env.BENCH_BUDGET_SECONDS ?? 285)
+const tracingMessages = Number(env.BENCH_TRACING_MESSAGES ?? 5000)
 let e2eMessages = e2eRequested
 let e2eReduced = ''
 
@@ -103,6 +107,9 @@ async function main(): Promise<void> {
     fitEndToEndInBudget(singleRate ?? bare.ceilings.single.perSecond, batchRate ?? bare.ceilings.batch.perSecond * BATCH)
     await endToEndRuns(batchRate ?? bare.ceilings.batch.perSecond * BATCH)
   }
+  if (only.has('e2e-tracing')) await tracingRuns()
+  const baselines = (env.BENCH_BASELINE ?? '').split(',').map((s) => s.trim()).filter(Boolean)
+  if (only.has('baseline') && baselines.length > 0) rows.push(...((await scenario('against earlier builds', () => againstBaselines(ctx, baselines))) ?? []))
 }
 
 /**
@@ -113,7 +120,9 @@ async function main(): Promise<void> {
 function fitEndToEndInBudget(singleRate: number, batchRate: number): void {
   const secondsPerMessage =
     [1, 2].reduce((sum, w) => sum + 1 / Math.min(singleRate / 2, (w * SEND_CONCURRENCY) / (SIM_LATENCY_MS / 1000)), 0) + 2 / (batchRate / 2)
-  const left = budgetSeconds - elapsedSeconds() - 4 * 6
+  // The tracing runs come after these and are not shrunk: their time is kept aside (two runs at the single-POST pace).
+  const tracingSeconds = only.has('e2e-tracing') ? 2 * (6 + (tracingMessages * 1.1) / Math.min(singleRate / 2, SEND_CONCURRENCY / (SIM_LATENCY_MS / 1000))) : 0
+  const left = budgetSeconds - elapsedSeconds() - 4 * 6 - tracingSeconds
   // Each run first sends a tenth as many messages as a warm-up.
   const fits = Math.floor(left / (secondsPerMessage * 1.1) / 1000) * 1000
   if (fits >= e2eMessages) return
@@ -150,6 +159,48 @@ async function endToEndRuns(batchRate: number): Promise<void> {
       checks: [],
       notes: `API peak in the same runs: ${Math.round(apiPeakMb)} MB`,
     })
+  }
+}
+
+/**
+ * What tracing costs (docs/tracing.md#cost): one end-to-end run (single POSTs, one worker process)
+ * with tracing off, then the same with every span sampled and exported over OTLP/HTTP (protobuf) to a
+ * local receiver of its own process. Each "on" row is measured against its "off" row.
+ */
+async function tracingRuns(): Promise<void> {
+  const sim = await scenario('simulator (tracing runs)', () => startSimulator(ctx.settings, SIM_LATENCY_MS))
+  const sink = sim && (await scenario('OTLP receiver', () => startOtlpSink(ctx.settings)))
+  try {
+    if (!sim || !sink) return
+    const ceiling = SEND_CONCURRENCY / (SIM_LATENCY_MS / 1000)
+    const run = (label: string, tracing: Record<string, string> = {}) =>
+      scenario(`e2e single × 1 worker, ${label}`, () => endToEnd(ctx, sim, 'single', 1, tracingMessages, ceiling, { label, env: tracing }))
+    const off = await run('tracing off')
+    const before = await sinkStats(sink)
+    const on = await run('tracing on', {
+      OTEL_EXPORTER_OTLP_ENDPOINT: sink.url,
+      OTEL_TRACES_SAMPLER: 'always_on',
+      // Room for every span of the run: the default queue (2,048) would drop most of them at this rate.
+      OTEL_BSP_MAX_QUEUE_SIZE: '200000',
+      OTEL_BSP_MAX_EXPORT_BATCH_SIZE: '4096',
+      OTEL_BSP_SCHEDULE_DELAY: '1000',
+    })
+    const after = await sinkStats(sink)
+    const messages = tracingMessages + warmUpOf(tracingMessages)
+    const exported = `exported ${((after.bytes - before.bytes) / messages / 1024).toFixed(1)} KiB of OTLP per message in ${after.requests - before.requests} requests`
+    if (off) rows.push(...off.rows)
+    if (on) {
+      rows.push(
+        ...on.rows.map((row, i) => ({
+          ...row,
+          ceiling: off?.rows[i] ? { name: 'the same run, tracing off', value: off.rows[i].figure } : row.ceiling,
+          notes: `${row.notes ?? ''}; every span sampled; ${exported}`,
+        })),
+      )
+    }
+  } finally {
+    if (sink) await stop(sink.child)
+    if (sim) await stop(sim.child)
   }
 }
 

@@ -54,8 +54,17 @@ async function startHttp(
 }
 
 /** `src/server.ts`, the API as `npm start` runs it, on a free port. */
-export function startApi(settings: BenchSettings, name: string, prefix: string): Promise<Http> {
-  return startHttp(name, 'src/server.ts', (port) => serviceEnv(settings, prefix, { PORT: String(port) }), '/health', settings)
+export function startApi(settings: BenchSettings, name: string, prefix: string, extra: Record<string, string> = {}): Promise<Http> {
+  return startHttp(name, 'src/server.ts', (port) => serviceEnv(settings, prefix, { ...extra, PORT: String(port) }), '/health', settings)
+}
+
+/** `bench/otlp-sink.ts`: where the tracing runs export their spans. */
+export function startOtlpSink(settings: BenchSettings): Promise<Http> {
+  return startHttp('otlp-sink', 'bench/otlp-sink.ts', (port) => ({ PORT: String(port) }), '/stats', settings)
+}
+
+export async function sinkStats(sink: Http): Promise<{ requests: number; bytes: number }> {
+  return (await (await fetch(`${sink.url}/stats`)).json()) as { requests: number; bytes: number }
 }
 
 /** `src/simulator/server.ts` on a free port. */

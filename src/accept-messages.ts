@@ -10,6 +10,7 @@ import type { NewMessageBody } from './schemas/messages.js'
 import type { MessageStore } from './store/message-store.js'
 import type { Message, NewMessage } from './domain/message.js'
 import type { Tenant } from './tenants.js'
+import { annotate, ATTR } from './tracing.js'
 
 const MAX_SCHEDULE_MS = 180 * 24 * 60 * 60 * 1000
 /**
@@ -74,6 +75,7 @@ export async function acceptMessages(
   try {
     const stored = await deps.writer.write(messages)
     deps.onCreated?.(stored.length, tenant.name)
+    annotate({ [ATTR.tenant]: tenant.name }, stored)
     return { messages: stored, replayed: false }
   } catch (error) {
     if (idempotencyKey) await releaseKey(deps.store, tenant.name, idempotencyKey)

@@ -25,6 +25,7 @@ import storePlugin from './plugins/store.js'
 import callbackRoutes from './routes/callbacks.js'
 import healthRoutes from './routes/health.js'
 import infobipDlrRoutes from './routes/infobip-dlr.js'
+import infobipInboundRoutes from './routes/infobip-inbound.js'
 import messageRoutes from './routes/messages.js'
 import suppressionRoutes from './routes/suppressions.js'
 
@@ -104,6 +105,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     await app.register(healthRoutes)
     await app.register(messageRoutes)
     await app.register(infobipDlrRoutes)
+    await app.register(infobipInboundRoutes)
     await app.register(callbackRoutes)
     await app.register(suppressionRoutes)
   } catch (error) {

@@ -2,6 +2,7 @@ import type { JobsOptions, Queue } from 'bullmq'
 import { callbackJobs, type CallbackJob } from './callbacks.js'
 import type { AppliedChange, Transition, TransitionResult } from './domain/message.js'
 import type { MessageStore } from './store/message-store.js'
+import { tracedTransition } from './tracing.js'
 
 export type ApplyTransitions = (transitions: Transition[]) => Promise<TransitionResult[]>
 /** What follows status changes that a script has already written: callbacks and metrics. */
@@ -31,9 +32,11 @@ export function makeApplyTransitions(deps: ChangeHooks & { store: MessageStore }
   const after = makeAfterChanges(deps)
   return async function apply(transitions) {
     if (transitions.length === 0) return []
-    const results = await deps.store.transition(transitions)
-    await after(transitions, results)
-    return results
+    return tracedTransition(transitions, async () => {
+      const results = await deps.store.transition(transitions)
+      await after(transitions, results)
+      return results
+    })
   }
 }
 

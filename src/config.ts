@@ -6,6 +6,8 @@ import { Value } from '@sinclair/typebox/value'
  * Only this file reads `process.env`; everything else receives a `Config`.
  */
 const Int = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) => Type.Integer({ default: def, minimum: min, maximum: max })
+/** Comma-separated single words: each is compared with the first word of an inbound SMS. */
+const KEYWORD_LIST = '^\\s*[^\\s,]+\\s*(,\\s*[^\\s,]+\\s*)*$'
 
 export const ConfigSchema = Type.Object({
   NODE_ENV: Type.Union([Type.Literal('development'), Type.Literal('production'), Type.Literal('test')], { default: 'development' }),
@@ -44,9 +46,12 @@ export const ConfigSchema = Type.Object({
   BULL_BOARD_PASSWORD: Type.Optional(Type.String({ minLength: 1 })),
   BULL_BOARD_READ_ONLY: Type.Boolean({ default: true }),
   WORKER_QUEUES: Type.String({
-    default: 'send,dlr,callback,outbox,reconcile',
-    pattern: '^(send|dlr|callback|outbox|reconcile)(,(send|dlr|callback|outbox|reconcile))*$',
+    default: 'send,dlr,callback,outbox,reconcile,inbound',
+    pattern: '^(send|dlr|callback|outbox|reconcile|inbound)(,(send|dlr|callback|outbox|reconcile|inbound))*$',
   }),
+  /** First words of an inbound SMS that suppress its sender, or lift that (docs/api.md#infobip-inbound-sms). */
+  OPT_OUT_KEYWORDS: Type.String({ default: 'STOP,STOPALL,UNSUBSCRIBE,CANCEL,END,QUIT', pattern: KEYWORD_LIST }),
+  OPT_IN_KEYWORDS: Type.String({ default: 'START,UNSTOP', pattern: KEYWORD_LIST }),
   LOG_LEVEL: Type.Union(
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
     { default: 'info' },
@@ -144,3 +149,7 @@ export const listOf = (value: string | undefined): string[] =>
 /** The URL Infobip posts delivery reports to; the token travels in the query string. */
 export const dlrUrl = (config: Config): string =>
   `${config.PUBLIC_BASE_URL.replace(/\/$/, '')}/infobip-dlr?token=${encodeURIComponent(config.DLR_WEBHOOK_TOKEN ?? '')}`
+
+/** The URL to give Infobip for inbound SMS (docs/infobip.md#inbound-messages), with the same token. */
+export const inboundUrl = (config: Config): string =>
+  `${config.PUBLIC_BASE_URL.replace(/\/$/, '')}/infobip-inbound?token=${encodeURIComponent(config.DLR_WEBHOOK_TOKEN ?? '')}`

@@ -1,3 +1,5 @@
+// First: tracing must be set up before the modules it instruments are loaded (docs/tracing.md#how-it-starts).
+import { stopTracing } from './telemetry.js'
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
 import { DEVELOPMENT_SECRETS, loadConfigOrExit, REQUIRED } from './config.js'
@@ -51,10 +53,20 @@ closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
   if (err) log.error({ err }, 'stopping after an error')
   else log.info({ signal }, 'stopping')
   for (const close of closers) await close()
+  await stopTracing()
 })
 
 const api = `http://localhost:${config.PORT}`
 const key = config.API_KEYS!.split(',')[0]
+// An opt-out tried by hand (docs/simulator.md#posting-inbound-sms): the simulator posts the STOP to
+// /infobip-inbound, and the next message to that number ends REJECTED (SUPPRESSED) without being sent.
+const optOutHelp = `
+  Reply STOP from that number (through the simulator):
+    curl -s -X POST http://127.0.0.1:${config.SIM_PORT}/_sim/inbound -H 'Content-Type: application/json' -d '{"from":"41793026727","to":"41790000000","text":"STOP"}'
+
+  Then the next message to it ends REJECTED with error.code SUPPRESSED, never sent:
+    curl -s -X POST ${api}/messages -H 'Authorization: Bearer ${key}' -H 'Content-Type: application/json' -d '{"to":"+41 79 302 67 27","text":"Still there?"}'
+`
 // eslint-disable-next-line no-console -- the one thing `npm run dev` is for: telling where everything is
 console.log(`
   SMS delivery service (development)
@@ -70,4 +82,4 @@ ${filled.length > 0 ? `\n  Development values (set these variables to override):
 
   Then ask where it is (use the id from the answer):
     curl -s ${api}/messages/<id> -H 'Authorization: Bearer ${key}'
-`)
+${useSimulator ? optOutHelp : ''}`)

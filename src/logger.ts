@@ -1,3 +1,4 @@
+import { isSpanContextValid, trace } from '@opentelemetry/api'
 import { pino, type Logger, type LoggerOptions } from 'pino'
 import { maskPhone } from './domain/phone.js'
 
@@ -23,6 +24,7 @@ const PHONE_KEYS = new Set(['to', 'destination', 'from'])
 export function loggerOptions(level: string): LoggerOptions {
   return {
     level,
+    mixin: traceIds,
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
     formatters: {
       log(object) {
@@ -41,6 +43,19 @@ export function loggerOptions(level: string): LoggerOptions {
       error: serializeError,
     },
   }
+}
+
+/**
+ * A line logged inside a traced request or job names its trace and span (docs/tracing.md#logs).
+ * With tracing off there is never an active span: one lookup, nothing added. (pino merges the
+ * line's fields into what this returns, so it is a new object every time.)
+ */
+function traceIds(): Record<string, string> {
+  const span = trace.getActiveSpan()
+  if (!span) return {}
+  const ids = span.spanContext()
+  if (!isSpanContextValid(ids)) return {}
+  return { trace_id: ids.traceId, span_id: ids.spanId, trace_flags: `0${ids.traceFlags & 1}` }
 }
 
 export function createLogger(level: string, name?: string): Logger {

@@ -1,6 +1,7 @@
 import type { Redis } from 'ioredis'
 import { isFinal, STATUS, type Status } from './domain/status.js'
 import { SUBMISSION_OUTCOMES } from './domain/submission.js'
+import { INBOUND_ACTIONS } from './domain/inbound.js'
 import { makeKeys } from './store/keys.js'
 import type { Transition, TransitionResult } from './domain/message.js'
 
@@ -39,6 +40,10 @@ export const SHARED_COUNTERS = {
   sms_reports_total: {
     help: 'Delivery reports received, by what applying them did',
     labels: { result: REPORT_RESULTS },
+  },
+  sms_inbound_total: {
+    help: 'Inbound SMS received, by what they did to their sender (repeats of a messageId count nothing)',
+    labels: { action: INBOUND_ACTIONS },
   },
   sms_status_transitions_total: {
     help: 'Status changes of messages (one per event, QUEUED included), by new status and tenant',

@@ -1,7 +1,8 @@
 import { Queue, type ConnectionOptions, type JobsOptions } from 'bullmq'
 import type { Config } from './config.js'
+import { queueTelemetry } from './tracing.js'
 
-export const QUEUE = { send: 'send', dlr: 'dlr', callback: 'callback', reconcile: 'reconcile' } as const
+export const QUEUE = { send: 'send', dlr: 'dlr', callback: 'callback', reconcile: 'reconcile', inbound: 'inbound' } as const
 export type QueueName = (typeof QUEUE)[keyof typeof QUEUE]
 
 /** A send job names up to BATCH_SIZE messages created together; Infobip gets them in one request. */
@@ -40,7 +41,21 @@ export const dlrJobOptions: JobsOptions = {
   removeOnFail: { age: 7 * 24 * 60 * 60 },
 }
 
-/** BullMQ keys start with KEY_PREFIX, like every other key of the service. */
+/** An inbound job is one POST to /infobip-inbound, its body kept as Infobip sent it, like a dlr job. */
+export interface InboundJob {
+  body: string
+}
+
+/** The messages of an inbound job; the API checked that its body is JSON with a `results` array. */
+export const inboundResults = (job: InboundJob): unknown[] => (JSON.parse(job.body) as { results: unknown[] }).results
+
+/** Inbound messages already applied are remembered by messageId, so a failed attempt is simply run again. */
+export const inboundJobOptions: JobsOptions = { ...dlrJobOptions }
+
+/**
+ * BullMQ keys start with KEY_PREFIX, like every other key of the service. A job carries its
+ * producer's trace context to the worker (docs/tracing.md#span-tree).
+ */
 export function createQueue<T>(name: QueueName, connection: ConnectionOptions, config: Config): Queue<T> {
-  return new Queue<T>(name, { connection, prefix: config.KEY_PREFIX })
+  return new Queue<T>(name, { connection, prefix: config.KEY_PREFIX, telemetry: queueTelemetry() })
 }

@@ -1,3 +1,5 @@
+// First: tracing must be set up before the modules it instruments are loaded (docs/tracing.md#how-it-starts).
+import { stopTracing } from './telemetry.js'
 import closeWithGrace from 'close-with-grace'
 import { buildApp } from './app.js'
 import { loadConfigOrExit, REQUIRED } from './config.js'
@@ -14,6 +16,7 @@ closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
   if (err) app.log.error({ err }, 'closing after an error')
   else app.log.info({ signal }, 'closing: finishing in-flight requests')
   await app.close()
+  await stopTracing()
 })
 
 await app.listen({ port: config.PORT, host: config.HOST })

@@ -6,6 +6,7 @@ import { eventId, type CallbackJob } from '../src/callbacks.js'
 import type { MessageStore } from '../src/store/message-store.js'
 import { signedHeaders } from '../src/webhooks.js'
 import { DEFAULT_TENANT } from '../src/tenants.js'
+import { annotate, ATTR } from '../src/tracing.js'
 
 /**
  * How much of the receiver's answer is read: only its status code matters, and reading a small answer
@@ -41,6 +42,7 @@ export function makeCallbackProcessor(deps: CallbackDeps) {
     const { url, payload } = job.data
     const tenant = job.data.tenant ?? DEFAULT_TENANT
     const log = deps.log.child({ jobId: job.id, tenant, messageId: payload.messageId, seq: payload.seq, attempt: job.attemptsMade + 1 })
+    annotate({ [ATTR.tenant]: tenant, [ATTR.status]: payload.status }, [payload.messageId])
     const secret = deps.secret(tenant)
     if (!secret) throw new UnrecoverableError('no callback signing secret: set CALLBACK_SIGNING_SECRET or the tenant’s callbackSigningSecret')
     // undici connects to an IP literal without calling `guardedLookup`, so such a host is checked

@@ -6,6 +6,7 @@ import { dlrResults, type DlrJob } from '../src/queues.js'
 import type { MessageStore } from '../src/store/message-store.js'
 import type { Transition } from '../src/domain/message.js'
 import type { ApplyTransitions } from '../src/changes.js'
+import { annotate, ATTR } from '../src/tracing.js'
 
 /** The `result` label of `sms_reports_total` (docs/operations.md#metrics). */
 export type ReportResult = 'applied' | 'duplicate' | 'ignored' | 'unmatched' | 'invalid'
@@ -35,6 +36,7 @@ export function makeDlrProcessor(deps: DlrDeps) {
   return async function processDlr(job: Job<DlrJob>): Promise<ReportCounts> {
     const { transitions, reports, invalid, unknownStatus } = parseBatch(dlrResults(job.data))
     const counts: ReportCounts = { applied: 0, duplicate: 0, ignored: unknownStatus, unmatched: 0, invalid }
+    annotate({ [ATTR.reportCount]: reports.length + invalid + unknownStatus }, transitions)
     const results = await apply(transitions)
     const unmatched = reports.filter((_, i) => results[i]!.result === 'unmatched')
     for (const r of results) counts[r.result]++

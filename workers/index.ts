@@ -1,3 +1,5 @@
+// First: tracing must be set up before the modules it instruments are loaded (docs/tracing.md#how-it-starts).
+import { stopTracing } from '../src/telemetry.js'
 import closeWithGrace from 'close-with-grace'
 import { loadConfigOrExit, REQUIRED } from '../src/config.js'
 import { createLogger } from '../src/logger.js'
@@ -18,6 +20,7 @@ async function main() {
     if (err) log.error({ err }, 'closing workers after an error')
     else log.info({ signal }, 'closing workers: finishing active jobs')
     await running.close()
+    await stopTracing()
   })
 }
 

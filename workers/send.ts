@@ -10,6 +10,7 @@ import type { SendJob } from '../src/queues.js'
 import type { MessageStore } from '../src/store/message-store.js'
 import { DEFAULT_TENANT } from '../src/tenants.js'
 import { madeChange, type AfterChanges, type ApplyTransitions } from '../src/changes.js'
+import { annotate, ATTR } from '../src/tracing.js'
 
 export interface SendDeps {
   store: MessageStore
@@ -83,7 +84,9 @@ export function makeSendProcessor(deps: SendDeps) {
   }
 
   async function send(job: Job<SendJob>): Promise<void> {
-    const jobLog = log.child({ jobId: job.id, tenant: job.data.tenant ?? DEFAULT_TENANT, attempt: job.attemptsMade + 1 })
+    const tenant = job.data.tenant ?? DEFAULT_TENANT
+    const jobLog = log.child({ jobId: job.id, tenant, attempt: job.attemptsMade + 1 })
+    annotate({ [ATTR.tenant]: tenant }, job.data.ids)
     const claimOptions = { owner: job.id ?? '', busyMs: deps.busyMs }
 
     if (deps.rateLimitPerSecond > 0 && !(await store.reserveSendBudget(job.data.ids.length, deps.rateLimitPerSecond))) {

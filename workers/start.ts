@@ -5,16 +5,19 @@ import { callbackJobOptions, type CallbackJob } from '../src/callbacks.js'
 import { listOf, type Config } from '../src/config.js'
 import { InfobipClient, LOGS_CALLS_PER_MINUTE } from '../src/infobip/client.js'
 import { countTransitions, SharedMetrics } from '../src/metrics.js'
-import { createQueue, QUEUE, sendJobOptions, type DlrJob, type SendJob } from '../src/queues.js'
+import { createQueue, QUEUE, sendJobOptions, type DlrJob, type InboundJob, type SendJob } from '../src/queues.js'
 import { connectOrExplain, createRedis } from '../src/redis.js'
 import { MessageStore } from '../src/store/message-store.js'
 import { DEFAULT_TENANT, loadTenants, type Tenants } from '../src/tenants.js'
+import { queueTelemetry } from '../src/tracing.js'
 import { makeCallbackProcessor } from './callback.js'
 import { makeDlrProcessor } from './dlr.js'
+import { makeInboundProcessor } from './inbound.js'
 import { startOutboxSweeper } from './outbox.js'
 import { makeReconcileProcessor } from './reconcile.js'
 import { makeSendProcessor } from './send.js'
 import { makeAfterChanges, makeApplyTransitions, type AfterChanges, type ApplyTransitions } from '../src/changes.js'
+import { keywords } from '../src/domain/inbound.js'
 
 export interface Running {
   close(): Promise<void>
@@ -31,7 +34,7 @@ interface Shared {
   apply: ApplyTransitions
   afterChanges: AfterChanges
   callbackQueue: Queue<CallbackJob>
-  /** The tenants' settings (TENANTS_FILE): callback secrets, and whose indexes the reconciler trims. */
+  /** The tenants' settings (TENANTS_FILE): callback secrets, whose indexes the reconciler trims, who owns an inbound number. */
   tenants: Tenants
 }
 
@@ -42,6 +45,7 @@ const KINDS = {
   callback: startCallback,
   outbox: startOutbox,
   reconcile: startReconcile,
+  inbound: startInbound,
 } satisfies Record<string, (shared: Shared) => Promise<Running>>
 export type WorkerKind = keyof typeof KINDS
 
@@ -83,10 +87,18 @@ export async function startWorkers(config: Config, log: Logger): Promise<Running
 
 /**
  * Every processor is idempotent, so a job whose worker died (stalled) may safely run again; BullMQ's
- * default fails it after a single stall.
+ * default fails it after a single stall. A job runs in its producer's trace (docs/tracing.md#span-tree).
  */
 function workerOptions({ config, connection }: Shared, concurrency: number) {
-  return { connection, prefix: config.KEY_PREFIX, lockDuration: config.JOB_LOCK_MS, stalledInterval: config.JOB_LOCK_MS, maxStalledCount: 10, concurrency }
+  return {
+    connection,
+    prefix: config.KEY_PREFIX,
+    lockDuration: config.JOB_LOCK_MS,
+    stalledInterval: config.JOB_LOCK_MS,
+    maxStalledCount: 10,
+    concurrency,
+    telemetry: queueTelemetry(),
+  }
 }
 
 function logged<T>(worker: Worker<T>, log: Logger): Running {
@@ -185,4 +197,20 @@ async function startReconcile(shared: Shared): Promise<Running> {
       await queue.close()
     },
   }
+}
+
+/**
+ * Inbound SMS, one job at a time: an opt-out and an opt-in of one number, posted one after the other,
+ * are then applied in that order by this process.
+ */
+async function startInbound(shared: Shared): Promise<Running> {
+  const { config } = shared
+  const processor = makeInboundProcessor({
+    store: shared.store,
+    log: shared.log.child({ worker: 'inbound' }),
+    keywords: keywords(listOf(config.OPT_OUT_KEYWORDS), listOf(config.OPT_IN_KEYWORDS)),
+    tenants: shared.tenants.all,
+    onAction: (action) => shared.metrics.inc('sms_inbound_total', { action }),
+  })
+  return logged(new Worker<InboundJob>(QUEUE.inbound, processor, workerOptions(shared, 1)), shared.log)
 }

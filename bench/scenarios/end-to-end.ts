@@ -14,6 +14,12 @@ export interface EndToEnd {
   peakRssMb: { api: number; worker: number }
 }
 
+/** What sets a run apart: environment for the API and the workers (tracing), and the words that say so in its rows. */
+export interface EndToEndOptions {
+  env?: Record<string, string>
+  label?: string
+}
+
 /**
  * `total` messages through the API — single POSTs or batches of 100 — to `processes` worker processes
  * (WORKER_QUEUES=send,dlr each), the simulator answering after 50 ms and POSTing a DELIVERED report for
@@ -21,11 +27,19 @@ export interface EndToEnd {
  * the first request until every message is PENDING (the send queue is empty: a send job completes after
  * its PENDING transition) and until every one is DELIVERED.
  */
-export async function endToEnd(ctx: Ctx, sim: Http, mode: 'single' | 'batch', processes: number, total: number, ceiling: number): Promise<EndToEnd> {
-  const name = `e2e-${mode}-${processes}`
-  const warmMessages = Math.max(BATCH, Math.round(total / 10 / BATCH) * BATCH)
+export async function endToEnd(
+  ctx: Ctx,
+  sim: Http,
+  mode: 'single' | 'batch',
+  processes: number,
+  total: number,
+  ceiling: number,
+  options: EndToEndOptions = {},
+): Promise<EndToEnd> {
+  const name = `e2e-${mode}-${processes}${options.label ? `-${options.label.replace(/\W+/g, '-')}` : ''}`
+  const warmMessages = warmUpOf(total)
   const prefix = prefixOf(ctx, name)
-  const api = await startApi(ctx.settings, 'api', prefix)
+  const api = await startApi(ctx.settings, 'api', prefix, { OTEL_SERVICE_NAME: 'sms-api', ...options.env })
   const sendQueue = new Queue('send', { connection: ctx.redis, prefix })
   const dlrQueue = new Queue('dlr', { connection: ctx.redis, prefix })
   let workers: Child[] = []
@@ -34,6 +48,8 @@ export async function endToEnd(ctx: Ctx, sim: Http, mode: 'single' | 'batch', pr
       INFOBIP_BASE_URL: sim.url,
       PUBLIC_BASE_URL: api.url,
       SEND_CONCURRENCY: String(SEND_CONCURRENCY),
+      OTEL_SERVICE_NAME: 'sms-worker',
+      ...options.env,
     })
     const perRequest = mode === 'single' ? 1 : BATCH
     const send = (messages: number) =>
@@ -93,7 +109,7 @@ export async function endToEnd(ctx: Ctx, sim: Http, mode: 'single' | 'batch', pr
       equal('failed send jobs', await sendQueue.getJobCountByTypes('failed'), 0),
       equal('failed dlr jobs', await dlrQueue.getJobCountByTypes('failed'), 0),
     ]
-    const label = `e2e, ${mode === 'single' ? 'single POSTs' : `batches of ${BATCH}`}, ${processes} worker process${processes > 1 ? 'es' : ''}`
+    const label = `e2e, ${mode === 'single' ? 'single POSTs' : `batches of ${BATCH}`}, ${processes} worker process${processes > 1 ? 'es' : ''}${options.label ? `, ${options.label}` : ''}`
     const ceilingName = mode === 'single' ? `Little's law: ${processes} × ${SEND_CONCURRENCY} ÷ ${SIM_LATENCY_MS} ms` : 'POST /messages/batch alone'
     const pendingRate = total / pendingSeconds
     const target =
@@ -132,6 +148,9 @@ export async function endToEnd(ctx: Ctx, sim: Http, mode: 'single' | 'batch', pr
     await cleanup(ctx.redis, prefix)
   }
 }
+
+/** Messages sent through the whole system before a run's clock starts. */
+export const warmUpOf = (total: number): number => Math.max(BATCH, Math.round(total / 10 / BATCH) * BATCH)
 
 /** `api 0.61 ms, workers 0.80 ms, redis 0.35 ms`: where the machine's CPU went, per message delivered. */
 function cpuPerMessage(cpu: Meter, api: Child, workers: Child[], total: number): string {

@@ -6,7 +6,7 @@ import type { Queue } from 'bullmq'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { maskPhone } from '../domain/phone.js'
-import { dlrResults, QUEUE, type DlrJob } from '../queues.js'
+import { dlrResults, inboundResults, QUEUE, type DlrJob, type InboundJob } from '../queues.js'
 import { matchSecret } from './auth.js'
 
 export const BULL_BOARD_PATH = '/admin/queues'
@@ -34,8 +34,14 @@ const DASHBOARD_HELMET = {
 
 /** Fields whose values are phone numbers when they look like one (an alphanumeric sender is kept). */
 const PHONE_FIELDS = new Set(['to', 'destination', 'from'])
-/** Fields dropped from job data wherever they appear: message text. */
-const DROPPED_FIELDS = new Set(['text'])
+/** Fields dropped from job data wherever they appear: message text (an inbound SMS's `cleanText` too). */
+const DROPPED_FIELDS = new Set(['text', 'cleanText'])
+
+/** Queues whose jobs hold a webhook's body as text: shown parsed, so that it can be masked. */
+const FORMATTERS: Record<string, (data: DlrJob | InboundJob) => unknown> = {
+  [QUEUE.dlr]: (data: DlrJob) => maskJobData({ results: dlrResults(data) }),
+  [QUEUE.inbound]: (data: InboundJob) => maskJobData({ results: inboundResults(data) }),
+}
 
 /**
  * Bull Board at `/admin/queues` over every queue (docs/operations.md#dashboard), behind HTTP Basic auth. Not mounted at
@@ -58,8 +64,7 @@ export default fp(
     const queues: Queue[] = Object.values(app.queues)
     const adapters = queues.map((queue) => {
       const adapter = new BullMQAdapter(queue, { readOnlyMode: config.BULL_BOARD_READ_ONLY })
-      // A dlr job holds the POST's body as text: shown parsed, so that it can be masked.
-      adapter.setFormatter('data', queue.name === QUEUE.dlr ? (data: DlrJob) => maskJobData({ results: dlrResults(data) }) : maskJobData)
+      adapter.setFormatter('data', FORMATTERS[queue.name] ?? maskJobData)
       adapter.setFormatter('returnValue', maskJobData)
       return adapter
     })

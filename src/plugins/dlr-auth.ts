@@ -9,8 +9,8 @@ import { matchSecret } from './auth.js'
 declare module 'fastify' {
   interface FastifyInstance {
     /**
-     * onRequest hook of the routes Infobip calls (`/infobip-dlr`): DLR_ALLOWED_IPS (403), then the
-     * failed-authentication throttle (429), then DLR_WEBHOOK_TOKEN (401).
+     * onRequest hook of the routes Infobip calls (`/infobip-dlr`, `/infobip-inbound`): DLR_ALLOWED_IPS
+     * (403), then the failed-authentication throttle (429), then DLR_WEBHOOK_TOKEN (401).
      */
     authenticateInfobip: (request: FastifyRequest, reply: FastifyReply) => Promise<void>
   }

@@ -2,7 +2,7 @@ import type { Queue } from 'bullmq'
 import fp from 'fastify-plugin'
 import type { Redis } from 'ioredis'
 import type { CallbackJob } from '../callbacks.js'
-import { createQueue, QUEUE, type DlrJob, type SendJob } from '../queues.js'
+import { createQueue, QUEUE, type DlrJob, type InboundJob, type SendJob } from '../queues.js'
 import { connectOrExplain, createRedis } from '../redis.js'
 import { MessageStore } from '../store/message-store.js'
 
@@ -14,7 +14,7 @@ declare module 'fastify' {
     queueRedis: Redis
     store: MessageStore
     /** Every queue, for producers and for the operations plugins (dashboard, metrics). */
-    queues: { send: Queue<SendJob>; dlr: Queue<DlrJob>; callback: Queue<CallbackJob>; reconcile: Queue }
+    queues: { send: Queue<SendJob>; dlr: Queue<DlrJob>; callback: Queue<CallbackJob>; reconcile: Queue; inbound: Queue<InboundJob> }
   }
 }
 
@@ -36,6 +36,7 @@ export default fp(
       dlr: createQueue<DlrJob>(QUEUE.dlr, queueRedis, config),
       callback: createQueue<CallbackJob>(QUEUE.callback, queueRedis, config),
       reconcile: createQueue(QUEUE.reconcile, queueRedis, config),
+      inbound: createQueue<InboundJob>(QUEUE.inbound, queueRedis, config),
     }
     app.decorate('redis', redis)
     app.decorate('queueRedis', queueRedis)

@@ -5,6 +5,7 @@ import dlrAuth from '../plugins/dlr-auth.js'
 import { dlrJobOptions } from '../queues.js'
 import { ErrorResponse } from '../schemas/messages.js'
 import { DLR_MAX_RESULTS, DlrAccepted, DlrBody, DlrHeaders, DlrQuery } from '../schemas/infobip.js'
+import { annotate, ATTR } from '../tracing.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -56,6 +57,7 @@ const infobipDlr: FastifyPluginAsyncTypebox = async (app) => {
       if (results.length > DLR_MAX_RESULTS) {
         throw new HttpError(413, `body/results has ${results.length} reports; at most ${DLR_MAX_RESULTS} per POST`, 'TOO_MANY_RESULTS')
       }
+      annotate({ [ATTR.reportCount]: results.length })
       await queue.add('dlr', { body: request.dlrBody }, dlrJobOptions)
       return { received: results.length }
     },

@@ -146,7 +146,7 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
         summary: 'Cancel every message of a campaign (by reference) that has not been sent',
         tags: ['messages'],
         security,
-        body: Type.Object({ reference: Type.String({ minLength: 1, maxLength: 100 }) }, { additionalProperties: false }),
+        body: Type.Object({ reference: Type.String({ minLength: 1, maxLength: 100 }) }, { additionalProperties: false, examples: [{ reference: 'campaign-7' }] }),
         response: {
           200: Type.Object({ canceled: Type.Integer(), notCanceled: Type.Integer({ description: 'messages with this reference already submitted or final' }) }),
           400: ErrorResponse,

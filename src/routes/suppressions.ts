@@ -41,7 +41,7 @@ const suppressions: FastifyPluginAsyncTypebox = async (app) => {
         tags,
         security,
         params: ToParams,
-        body: Type.Object({ reason: Type.Optional(Type.String({ maxLength: 200 })) }, { additionalProperties: false }),
+        body: Type.Object({ reason: Type.Optional(Type.String({ maxLength: 200 })) }, { additionalProperties: false, examples: [{ reason: 'asked by phone' }] }),
         response: { 200: Suppression, 400: ErrorResponse, 401: ErrorResponse, 429: ErrorResponse, 503: ErrorResponse },
       },
       // The body is optional: a PUT without one is a PUT of `{}`.

@@ -57,3 +57,47 @@ export const DeliveryReport = Type.Object({
   doneAt: Maybe(Type.String()),
 })
 export type DeliveryReport = Static<typeof DeliveryReport> & Record<string, unknown>
+
+const inboundExample = {
+  messageId: '817790313235066447',
+  from: '41793026727',
+  to: '41790000000',
+  text: 'STOP please',
+  cleanText: 'please',
+  keyword: 'STOP',
+  receivedAt: '2026-11-28T10:00:00.000+0000',
+  smsCount: 1,
+  price: { pricePerMessage: 0, currency: 'EUR' },
+  callbackData: null,
+}
+
+/**
+ * Infobip's inbound-message webhook, `MO_JSON_2` (docs/infobip.md#inbound-messages). As for reports,
+ * only the envelope is strict: each result is checked by the inbound worker against `InboundMessage`.
+ */
+export const InboundBody = Type.Object(
+  {
+    results: Type.Array(Type.Unknown({ description: 'One inbound SMS, checked on its own: without a string messageId and from it is skipped.' }), {
+      description: `Up to ${DLR_MAX_RESULTS} messages; more answers 413.`,
+    }),
+    messageCount: Type.Optional(Type.Unknown()),
+    pendingMessageCount: Type.Optional(Type.Unknown()),
+  },
+  { examples: [{ results: [inboundExample], messageCount: 1, pendingMessageCount: 0 }] },
+)
+export type InboundBody = Static<typeof InboundBody>
+export const InboundAccepted = Type.Object({ received: Type.Integer({ description: 'Messages stored for the inbound workers.' }) })
+
+/**
+ * One inbound SMS as far as we rely on it: `messageId` (repeats), `from` (whose opt-out), `to` (which
+ * tenant's number) and the text. `cleanText` is the text without Infobip's keyword, so it is not what
+ * the first word is read from. Every other field is optional and ignored.
+ */
+export const InboundMessage = Type.Object({
+  messageId: Type.String({ minLength: 1, maxLength: 200 }),
+  from: Type.String({ minLength: 1, maxLength: 64 }),
+  to: Maybe(Type.String({ maxLength: 64 })),
+  text: Maybe(Type.String()),
+  keyword: Maybe(Type.String()),
+})
+export type InboundMessage = Static<typeof InboundMessage>

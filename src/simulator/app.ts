@@ -1,8 +1,9 @@
 import { createHash, randomUUID, timingSafeEqual } from 'node:crypto'
 import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyReply } from 'fastify'
+import { request as httpRequest } from 'undici'
 import { Type, type Static } from '@sinclair/typebox'
 import type { FastifyPluginAsyncTypebox, TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
-import { ConfigError, listOf, type Config } from '../config.js'
+import { ConfigError, inboundUrl, listOf, type Config } from '../config.js'
 import { maskPhone } from '../domain/phone.js'
 import { analyzeText } from '../domain/segments.js'
 import {
@@ -10,6 +11,7 @@ import {
   deliveryReport,
   ERRORS,
   errorBody,
+  infobipTime,
   logEntry,
   STATUSES,
   supersedes,
@@ -45,6 +47,9 @@ import { Timers } from './timers.js'
  *     `"send"` does the same to sends, `true` to both, `false` to neither.
  *   It answers the state: `{ "unauthorizedForMs": <ms left>, "forbidden": … }`. Errors come in the
  *   calling API version's shape (E401/E403 on /sms/3, UNAUTHORIZED/FORBIDDEN on /sms/2).
+ * - `POST /_sim/inbound` `{ from, to, text, messageId?, url? }`: POSTs one inbound SMS in Infobip's
+ *   `MO_JSON_2` format to the service (`PUBLIC_BASE_URL/infobip-inbound?token=DLR_WEBHOOK_TOKEN`, or
+ *   `url`) and answers what it sent and the service's status code, for trying opt-outs by hand.
  */
 
 export interface SimulatorOptions {
@@ -53,6 +58,8 @@ export interface SimulatorOptions {
 
 /** How long a "timeout" failure holds the request when the client does not give up first. */
 const HOLD_MS = 60_000
+/** How long `POST /_sim/inbound` waits for the service's answer. */
+const INBOUND_TIMEOUT_MS = 5000
 /** Messages remembered for the logs and inspection APIs; the oldest are forgotten first. */
 const MAX_MESSAGES = 200_000
 const LOGS_PER_MINUTE = 120
@@ -217,6 +224,28 @@ const AuthChange = Type.Object({
   forbidden: Type.Optional(Forbidden),
 })
 const AuthView = Type.Object({ unauthorizedForMs: Type.Integer(), forbidden: Forbidden })
+const InboundRequest = Type.Object({
+  from: Type.String({ minLength: 1, maxLength: 64 }),
+  to: Type.String({ minLength: 1, maxLength: 64 }),
+  text: Type.String({ maxLength: 4000 }),
+  messageId: Type.Optional(Type.String({ minLength: 1, maxLength: 200 })),
+  url: Type.Optional(Type.String({ pattern: '^https?://' })),
+})
+const InboundResult = Type.Object({
+  messageId: Type.String(),
+  from: Type.String(),
+  to: Type.String(),
+  text: Type.String(),
+  cleanText: Type.String(),
+  keyword: Type.String(),
+  receivedAt: Type.String(),
+  smsCount: Type.Integer(),
+  price: Price,
+  callbackData: Type.Null(),
+})
+const InboundBatch = Type.Object({ results: Type.Array(InboundResult), messageCount: Type.Integer(), pendingMessageCount: Type.Integer() })
+const InboundView = Type.Object({ messageId: Type.String(), serviceStatus: Type.Integer(), sent: InboundBatch })
+const BadGateway = Type.Object({ statusCode: Type.Literal(502), error: Type.String(), message: Type.String() })
 
 // ---------------------------------------------------------------------------------------------------
 // State
@@ -320,6 +349,43 @@ class Simulator {
     const state = { unauthorizedForMs: Math.max(0, this.unauthorizedUntil - Date.now()), forbidden: this.forbidden }
     this.log.info({ keyChanged: change.apiKey !== undefined, ...state }, 'auth changed')
     return state
+  }
+
+  /**
+   * One inbound SMS as Infobip forwards it (`MO_JSON_2`, docs/infobip.md#inbound-messages): its first
+   * word as Infobip's `keyword` and the rest as `cleanText`, as for a keyword registered with Infobip.
+   */
+  async postInbound(inbound: Static<typeof InboundRequest>): Promise<Static<typeof InboundView> | { failure: string }> {
+    const messageId = inbound.messageId ?? randomUUID()
+    const [keyword = '', ...rest] = inbound.text.trim().split(/\s+/)
+    const result = {
+      messageId,
+      from: inbound.from,
+      to: inbound.to,
+      text: inbound.text,
+      cleanText: rest.join(' '),
+      keyword: keyword.toUpperCase(),
+      receivedAt: infobipTime(Date.now()),
+      smsCount: 1,
+      price: { pricePerMessage: 0, currency: 'EUR' },
+      callbackData: null,
+    }
+    const sent = { results: [result], messageCount: 1, pendingMessageCount: 0 }
+    try {
+      const answer = await httpRequest(inbound.url ?? inboundUrl(this.config), {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify(sent),
+        headersTimeout: INBOUND_TIMEOUT_MS,
+        bodyTimeout: INBOUND_TIMEOUT_MS,
+      })
+      await answer.body.dump()
+      this.log.info({ messageId, from: masked(inbound.from), to: masked(inbound.to), serviceStatus: answer.statusCode }, 'inbound SMS posted')
+      return { messageId, serviceStatus: answer.statusCode, sent }
+    } catch (error) {
+      // The code only: a message could hold the URL, and with it the token.
+      return { failure: (error as { code?: string }).code ?? 'network error' }
+    }
   }
 
   /**
@@ -652,6 +718,11 @@ const inspectionRoutes: FastifyPluginAsyncTypebox<{ sim: Simulator }> = async (s
   })
   scope.get('/_sim/stats', { schema: { response: { 200: StatsView } } }, async () => sim.statsView())
   scope.post('/_sim/auth', { schema: { body: AuthChange, response: { 200: AuthView } } }, async (request) => sim.changeAuth(request.body))
+  scope.post('/_sim/inbound', { schema: { body: InboundRequest, response: { 200: InboundView, 502: BadGateway } } }, async (request, reply) => {
+    const result = await sim.postInbound(request.body)
+    if ('failure' in result) return reply.code(502).send({ statusCode: 502, error: 'Bad Gateway', message: `the service did not answer (${result.failure})` })
+    return result
+  })
 }
 
 export function buildSimulator(config: Config, opts: SimulatorOptions = {}) {

@@ -317,6 +317,11 @@ export class MessageStore {
     return (await this.#redis.set(this.keys.inboundSeen(messageId), '1', 'EX', 7 * 24 * 60 * 60, 'NX')) === 'OK'
   }
 
+  /** Whether an inbound message was marked applied by `firstInbound`, without marking it. */
+  async seenInbound(messageId: string): Promise<boolean> {
+    return (await this.#redis.exists(this.keys.inboundSeen(messageId))) === 1
+  }
+
   async forgetInbound(messageId: string): Promise<void> {
     await this.#redis.del(this.keys.inboundSeen(messageId))
   }

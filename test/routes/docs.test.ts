@@ -12,7 +12,10 @@ t.test('/docs/json documents every route, with an example for every body', async
   }>()
   t.match(doc.openapi, /^3\./)
   const documented = Object.entries(doc.paths).flatMap(([path, methods]) => Object.keys(methods).map((m) => `${m.toUpperCase()} ${path}`))
-  for (const expected of ['POST /messages', 'POST /messages/batch', 'GET /messages/{id}', 'POST /infobip-dlr', 'GET /health', 'GET /ready']) {
+  const routes = ['POST /messages', 'POST /messages/batch', 'GET /messages/{id}', 'GET /messages', 'POST /messages/{id}/cancel', 'POST /messages/cancel']
+  routes.push('POST /callbacks/{eventId}/replay', 'PUT /suppressions/{to}', 'GET /suppressions/{to}', 'DELETE /suppressions/{to}', 'GET /suppressions')
+  routes.push('POST /infobip-dlr', 'POST /infobip-inbound', 'GET /health', 'GET /ready')
+  for (const expected of routes) {
     t.ok(documented.includes(expected), `${expected} is documented`)
   }
   for (const [path, methods] of Object.entries(doc.paths)) {

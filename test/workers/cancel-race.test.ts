@@ -7,17 +7,20 @@ import { AUTH, startSystem, waitFor } from '../helpers/index.js'
  * submitted with its cancel refused (409) — never both, never neither.
  */
 t.test('cancel against claim, 3,000 times: one winner each', async (t) => {
-  const { app, sim } = await startSystem(t, 'cancel-race', { WORKER_QUEUES: 'send,dlr', SEND_CONCURRENCY: 1 }, { SIM_DLR_DELAY_MS: 10, SIM_LATENCY_MS: 100 })
+  const { app, sim } = await startSystem(t, 'cancel-race', { WORKER_QUEUES: 'send,dlr', SEND_CONCURRENCY: 2 }, { SIM_DLR_DELAY_MS: 10, SIM_LATENCY_MS: 50 })
   const BATCHES = 30
+  // Every message is due at the same moment: the workers claim them from then on, and the cancels are
+  // spread from well before that moment (they win) to well after the last claim (they lose).
+  const due = Date.now() + 8000
+  const sendAt = new Date(due).toISOString()
   const outcomes = new Map<string, number>()
   const cancels: Promise<void>[] = []
   for (let b = 0; b < BATCHES; b++) {
-    const messages = Array.from({ length: 100 }, (_, i) => ({ to: `+4179302${String(1000 + ((b * 100 + i) % 8000)).padStart(4, '0')}`, text: 'race', reference: 'race' }))
+    const messages = Array.from({ length: 100 }, (_, i) => ({ to: `+4179302${String(1000 + ((b * 100 + i) % 8000)).padStart(4, '0')}`, text: 'race', reference: 'race', sendAt }))
     const res = await app.inject({ method: 'POST', url: '/messages/batch', headers: AUTH, payload: { messages } })
     t.equal(res.statusCode, 202)
     for (const { id } of res.json<{ messages: { id: string }[] }>().messages) {
-      // Spread over the moments the workers claim this batch.
-      const delay = Math.floor(Math.random() * 1500)
+      const delay = Math.max(0, due - Date.now() - 1000 + Math.floor(Math.random() * 3500))
       cancels.push(
         new Promise<void>((resolve) => setTimeout(resolve, delay)).then(async () => {
           outcomes.set(id, (await app.inject({ method: 'POST', url: `/messages/${id}/cancel`, headers: AUTH })).statusCode)

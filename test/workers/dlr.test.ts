@@ -98,7 +98,12 @@ t.test('unknown messageIds: counted, kept in the capped list, logged without num
       .map((r) => r.messageId)
       .sort(),
     strangers.map((r) => r.messageId).sort(),
-    'kept whole, for inspection',
+    'kept for inspection',
+  )
+  t.same(
+    kept.slice(0, 7).map((r) => r.to as string).sort(),
+    strangers.map((_, i) => `*******${String(i).padStart(4, '0')}`),
+    'with their numbers masked to the last four digits',
   )
   t.match(logs, /"msg":"delivery reports for unknown messages"/)
   t.match(logs, /"count":7/)

@@ -19,7 +19,7 @@ t.test('a message stored without its send job (API died between the writes) is e
 
   t.equal(await sweeper.sweep(), 1)
   const job = await queue.getJob(id)
-  t.same(job?.data, { ids: [id] })
+  t.same(job?.data, { ids: [id], tenant: 'default' })
   t.equal(await sweeper.sweep(), 0, 'it left the outbox')
 
   // Messages whose jobs were added normally leave the outbox at once: nothing to sweep.

@@ -1,0 +1,73 @@
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { HttpError } from '../errors.js'
+import { depthLimitedJsonParser } from '../json-depth.js'
+import dlrAuth from '../plugins/dlr-auth.js'
+import { inboundJobOptions } from '../queues.js'
+import { ErrorResponse } from '../schemas/messages.js'
+import { DLR_MAX_RESULTS, DlrHeaders, DlrQuery, InboundAccepted, InboundBody } from '../schemas/infobip.js'
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** `/infobip-inbound`: the body as received, checked to be JSON; the inbound job stores it as it is. */
+    inboundBody: string
+  }
+}
+
+/** As for delivery reports: up to 2,000 messages, pretty-printed. */
+const BODY_LIMIT = 4 * 1024 * 1024
+
+/**
+ * `POST /infobip-inbound` (docs/api.md#infobip-inbound-sms): Infobip's inbound SMS, with the same
+ * rules as `/infobip-dlr` — the token, then the batch as the text Infobip sent becomes one inbound job
+ * before the 200, and nothing else happens here. A 503 (Redis unreachable) makes Infobip retry.
+ */
+const infobipInbound: FastifyPluginAsyncTypebox = async (app) => {
+  await app.register(dlrAuth)
+  const queue = app.queues.inbound
+
+  // Whatever Content-Type Infobip or a proxy puts on it, the body must be JSON (see infobip-dlr.ts).
+  app.removeAllContentTypeParsers()
+  const parseJson = depthLimitedJsonParser(app.getDefaultJsonParser('error', 'error'))
+  app.decorateRequest('inboundBody', '')
+  app.addContentTypeParser('*', { parseAs: 'string' }, (request, body, done) => {
+    void parseJson(request, body as string, (error, value) => {
+      if (error) return done(error)
+      request.inboundBody = body as string
+      done(null, value)
+    })
+  })
+
+  app.post(
+    '/infobip-inbound',
+    {
+      bodyLimit: BODY_LIMIT,
+      onRequest: app.authenticateInfobip,
+      schema: {
+        summary: 'Infobip inbound SMS (MO_JSON_2): opt-out and opt-in keywords',
+        tags: ['infobip'],
+        querystring: DlrQuery,
+        headers: DlrHeaders,
+        body: InboundBody,
+        response: {
+          200: InboundAccepted,
+          400: ErrorResponse,
+          401: ErrorResponse,
+          403: ErrorResponse,
+          413: ErrorResponse,
+          429: ErrorResponse,
+          503: ErrorResponse,
+        },
+      },
+    },
+    async (request) => {
+      const { results } = request.body
+      if (results.length > DLR_MAX_RESULTS) {
+        throw new HttpError(413, `body/results has ${results.length} messages; at most ${DLR_MAX_RESULTS} per POST`, 'TOO_MANY_RESULTS')
+      }
+      await queue.add('inbound', { body: request.inboundBody }, inboundJobOptions)
+      return { received: results.length }
+    },
+  )
+}
+
+export default infobipInbound
