@@ -108,7 +108,10 @@ async function main(): Promise<void> {
     await endToEndRuns(batchRate ?? bare.ceilings.batch.perSecond * BATCH)
   }
   if (only.has('e2e-tracing')) await tracingRuns()
-  const baselines = (env.BENCH_BASELINE ?? '').split(',').map((s) => s.trim()).filter(Boolean)
+  const baselines = (env.BENCH_BASELINE ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
   if (only.has('baseline') && baselines.length > 0) rows.push(...((await scenario('against earlier builds', () => againstBaselines(ctx, baselines))) ?? []))
 }
 

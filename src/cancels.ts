@@ -23,7 +23,11 @@ export class Cancels {
   async cancel(tenant: string, ids: string[]): Promise<CancelResult[]> {
     const results = await this.store.cancel(tenant, ids)
     const changes = results.flatMap((r, i) => (r.result === 'canceled' ? [madeChange(ids[i]!, r.change, { status: STATUS.CANCELED, source: 'api' })] : []))
-    if (changes.length > 0) await this.afterChanges(changes.map(([t]) => t), changes.map(([, r]) => r))
+    if (changes.length > 0)
+      await this.afterChanges(
+        changes.map(([t]) => t),
+        changes.map(([, r]) => r),
+      )
     const jobs = new Map<string, Set<string>>()
     results.forEach((r, i) => {
       if (r.result === 'canceled' && r.job) jobs.set(r.job, (jobs.get(r.job) ?? new Set()).add(ids[i]!))

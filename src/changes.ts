@@ -42,5 +42,8 @@ export function makeApplyTransitions(deps: ChangeHooks & { store: MessageStore }
 
 /** A change a script made by itself (CLAIM, CANCEL), as the transition and result `makeAfterChanges` takes. */
 export function madeChange(id: string, change: AppliedChange, transition: Omit<Transition, 'id'>): [Transition, TransitionResult] {
-  return [{ id, ...transition }, { result: 'applied', ...change }]
+  return [
+    { id, ...transition },
+    { result: 'applied', ...change },
+  ]
 }

@@ -123,7 +123,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, required: reado
 function refuseDevelopmentValues(config: Config): void {
   for (const [key, value] of Object.entries(DEVELOPMENT_SECRETS) as [keyof typeof DEVELOPMENT_SECRETS, string][]) {
     const set = key === 'API_KEYS' ? listOf(config.API_KEYS) : [config[key]]
-    if (set.includes(value)) throw new ConfigError(`Invalid configuration: ${key} has the development value of npm run dev, which is refused with NODE_ENV=production`)
+    if (set.includes(value))
+      throw new ConfigError(`Invalid configuration: ${key} has the development value of npm run dev, which is refused with NODE_ENV=production`)
   }
   const short = listOf(config.API_KEYS).some((k) => k.length < 16)
   if (short) throw new ConfigError('Invalid configuration: API_KEYS must each be at least 16 characters with NODE_ENV=production')

@@ -111,7 +111,11 @@ async function suppressedAtOnce(messages: NewMessage[], stored: Message[], after
     const change = { previous: STATUS.QUEUED, seq: 2, submittedAt: null, callbackUrl: m.callbackUrl, reference: m.reference, tenant: messages[i]!.tenant }
     return [madeChange(m.id, change, { status: STATUS.REJECTED, source: 'api', error: SUPPRESSED_ERROR })]
   })
-  if (changes.length > 0) await afterChanges(changes.map(([t]) => t), changes.map(([, r]) => r))
+  if (changes.length > 0)
+    await afterChanges(
+      changes.map(([t]) => t),
+      changes.map(([, r]) => r),
+    )
 }
 
 /**

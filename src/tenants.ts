@@ -137,15 +137,21 @@ function parseTenant(name: string, value: unknown): { tenant: Tenant; keyDigests
     if (!Number.isInteger(rateLimitPerMinute) || (rateLimitPerMinute as number) < 1) throw fail('rateLimitPerMinute', 'must be a positive integer')
     tenant.rateLimitPerMinute = rateLimitPerMinute as number
   }
-  if (allowedSenders !== undefined) tenant.allowedSenders = stringList(allowedSenders, 'allowedSenders', (s) => SENDER.test(s), 'a sender (1–11 alphanumerics or up to 15 digits)', fail)
+  if (allowedSenders !== undefined)
+    tenant.allowedSenders = stringList(allowedSenders, 'allowedSenders', (s) => SENDER.test(s), 'a sender (1–11 alphanumerics or up to 15 digits)', fail)
   if (defaultSender !== undefined) {
     if (typeof defaultSender !== 'string' || !SENDER.test(defaultSender)) throw fail('defaultSender', 'must be 1–11 alphanumerics or up to 15 digits')
     if (tenant.allowedSenders && !tenant.allowedSenders.includes(defaultSender)) throw fail('defaultSender', 'must be one of allowedSenders')
     tenant.defaultSender = defaultSender
   }
-  if (inboundNumbers !== undefined) tenant.inboundNumbers = stringList(inboundNumbers, 'inboundNumbers', (s) => /^\d{3,15}$/.test(s), 'digits only (3–15)', fail)
+  if (inboundNumbers !== undefined)
+    tenant.inboundNumbers = stringList(inboundNumbers, 'inboundNumbers', (s) => /^\d{3,15}$/.test(s), 'digits only (3–15)', fail)
   if (callbackSigningSecret !== undefined) {
-    if (typeof callbackSigningSecret !== 'string' || !SIGNING_SECRET.test(callbackSigningSecret) || Buffer.from(callbackSigningSecret.slice(6), 'base64').length < 24) {
+    if (
+      typeof callbackSigningSecret !== 'string' ||
+      !SIGNING_SECRET.test(callbackSigningSecret) ||
+      Buffer.from(callbackSigningSecret.slice(6), 'base64').length < 24
+    ) {
       throw fail('callbackSigningSecret', 'must be whsec_ and the base64 of at least 24 random bytes')
     }
     tenant.callbackSigningSecret = callbackSigningSecret

@@ -36,7 +36,11 @@ t.test('NODE_ENV=production refuses the development values of npm run dev, and s
   t.ok(loadConfig(production), 'real values pass')
   for (const [key, value] of Object.entries(DEVELOPMENT_SECRETS)) {
     const env = { ...production, [key]: key === 'API_KEYS' ? `a-production-key-0123456789,${value}` : value }
-    t.throws(() => loadConfig(env), { message: `Invalid configuration: ${key} has the development value of npm run dev, which is refused with NODE_ENV=production` }, key)
+    t.throws(
+      () => loadConfig(env),
+      { message: `Invalid configuration: ${key} has the development value of npm run dev, which is refused with NODE_ENV=production` },
+      key,
+    )
     t.ok(loadConfig({ ...env, NODE_ENV: 'development' }), `${key} is fine in development`)
   }
   t.throws(() => loadConfig({ ...production, API_KEYS: 'short-key' }), { message: /API_KEYS must each be at least 16 characters with NODE_ENV=production/ })

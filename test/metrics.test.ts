@@ -287,7 +287,10 @@ t.test('the API flushes its counts when it closes', async (t) => {
   await app.close()
   const redis = new Redis(REDIS_URL)
   t.teardown(() => redis.disconnect())
-  t.match(await redis.hgetall(makeKeys(config.KEY_PREFIX).metrics()), { 'sms_messages_created_total{tenant="default"}': '1', 'sms_status_transitions_total{status="QUEUED",tenant="default"}': '1' })
+  t.match(await redis.hgetall(makeKeys(config.KEY_PREFIX).metrics()), {
+    'sms_messages_created_total{tenant="default"}': '1',
+    'sms_status_transitions_total{status="QUEUED",tenant="default"}': '1',
+  })
 })
 
 t.test('/metrics is in the OpenAPI document under operations', async (t) => {

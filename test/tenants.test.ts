@@ -10,7 +10,14 @@ const sha = (key: string) => `sha256:${createHash('sha256').update(key).digest('
 
 t.test('tenants come from the file and API_KEYS; a key finds its tenant, plain or hashed', async (t) => {
   const file = writeTenantsFile(t, {
-    acme: { apiKeys: [KEY_A], rateLimitPerMinute: 600, defaultSender: 'ACME', allowedSenders: ['ACME', 'ACMEALERTS'], inboundNumbers: ['41790000000'], callbackSigningSecret: SECRET },
+    acme: {
+      apiKeys: [KEY_A],
+      rateLimitPerMinute: 600,
+      defaultSender: 'ACME',
+      allowedSenders: ['ACME', 'ACMEALERTS'],
+      inboundNumbers: ['41790000000'],
+      callbackSigningSecret: SECRET,
+    },
     beta: { apiKeys: [sha(KEY_B)] },
   })
   const tenants = loadTenants({ TENANTS_FILE: file, API_KEYS: 'dev-api-key,other-dev-key' })

@@ -188,7 +188,11 @@ export function makeSendProcessor(deps: SendDeps) {
     const changes = claims.flatMap((c, i) =>
       c.result === 'suppressed' ? [madeChange(ids[i]!, c.change, { status: STATUS.REJECTED, source: 'send', error: SUPPRESSED_ERROR })] : [],
     )
-    if (changes.length > 0) await deps.afterChanges(changes.map(([t]) => t), changes.map(([, r]) => r))
+    if (changes.length > 0)
+      await deps.afterChanges(
+        changes.map(([t]) => t),
+        changes.map(([, r]) => r),
+      )
   }
 
   /** Looks messages up in Infobip's logs and applies what it knows; returns the ids it knows. */

@@ -40,7 +40,14 @@ const WARM_SECONDS = 2
  * number of requests and waits for every answer, so that what the server stored can be compared
  * exactly with what it acknowledged (`acknowledged` counts the warm-ups too).
  */
-export async function warmThenFire(ctx: Ctx, children: Child[], url: string, body: string | undefined, warmRequests: number, headers: Record<string, string> = {}) {
+export async function warmThenFire(
+  ctx: Ctx,
+  children: Child[],
+  url: string,
+  body: string | undefined,
+  warmRequests: number,
+  headers: Record<string, string> = {},
+) {
   const load = (amount: number) => fire({ url, body, headers, connections: ctx.connections, amount })
   const rate = (r: LoadResult) => (r.ok + r.non2xx) / r.seconds
   const first = await load(warmRequests)

@@ -47,7 +47,8 @@ export function maskPhones(value: unknown): unknown {
   if (typeof value !== 'object' || value === null) return value
   const masked: Record<string, unknown> = {}
   for (const [key, field] of Object.entries(value)) {
-    masked[key] = PHONE_FIELDS.has(key) && typeof field === 'string' && /^\+?[\d\s()./-]{5,}$/.test(field) ? maskPhone(field.replace(/\D/g, '')) : maskPhones(field)
+    masked[key] =
+      PHONE_FIELDS.has(key) && typeof field === 'string' && /^\+?[\d\s()./-]{5,}$/.test(field) ? maskPhone(field.replace(/\D/g, '')) : maskPhones(field)
   }
   return masked
 }

@@ -34,7 +34,8 @@ const callbacks: FastifyPluginAsyncTypebox = async (app) => {
       const { eventId } = request.params
       const job = await app.queues.callback.getJob(eventId)
       // Another tenant's callback is unknown, exactly like one that does not exist.
-      if (!job || (job.data.tenant ?? DEFAULT_TENANT) !== request.tenant.name) throw new HttpError(404, `No callback ${eventId} (unknown, or delivered)`, 'NOT_FOUND')
+      if (!job || (job.data.tenant ?? DEFAULT_TENANT) !== request.tenant.name)
+        throw new HttpError(404, `No callback ${eventId} (unknown, or delivered)`, 'NOT_FOUND')
       if (!(await job.isFailed())) throw new HttpError(409, `Callback ${eventId} is not dead-lettered; it is still being delivered`, 'CONFLICT')
       await job.retry('failed', { resetAttemptsMade: true })
       return reply.code(202).send({ eventId, status: 'requeued' })

@@ -22,7 +22,11 @@ const security = [{ bearerAuth: [] }]
 const messages: FastifyPluginAsyncTypebox = async (app) => {
   const { config } = app
   // Callbacks and metrics of the changes the API makes itself: cancels, and numbers suppressed at acceptance.
-  const afterChanges = makeAfterChanges({ callbackQueue: app.queues.callback, callbackOptions: callbackJobOptions(config), onApplied: countTransitions(app.metrics) })
+  const afterChanges = makeAfterChanges({
+    callbackQueue: app.queues.callback,
+    callbackOptions: callbackJobOptions(config),
+    onApplied: countTransitions(app.metrics),
+  })
   const writer = new GroupCommit({ store: app.store, sendQueue: app.queues.send, config, afterChanges })
   const cancels = new Cancels(app.store, app.queues.send, afterChanges)
   const deps = { config, store: app.store, writer, onCreated: (n: number, tenant: string) => countCreated(app.metrics, n, tenant) }
@@ -64,7 +68,13 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request, reply) => {
-      const { messages, replayed } = await acceptMessages(deps, request.tenant, request.body.messages, (i) => `body/messages/${i}`, request.headers['idempotency-key'])
+      const { messages, replayed } = await acceptMessages(
+        deps,
+        request.tenant,
+        request.body.messages,
+        (i) => `body/messages/${i}`,
+        request.headers['idempotency-key'],
+      )
       if (replayed) reply.header('idempotent-replayed', 'true')
       return reply.code(replayed ? 200 : 202).send({ messages })
     },
@@ -119,7 +129,8 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
     {
       schema: {
         summary: 'Cancel a message that has not been sent',
-        description: 'A QUEUED message (scheduled or waiting for a worker) ends CANCELED and is never submitted. Cancel and a worker’s claim are decided atomically.',
+        description:
+          'A QUEUED message (scheduled or waiting for a worker) ends CANCELED and is never submitted. Cancel and a worker’s claim are decided atomically.',
         tags: ['messages'],
         security,
         params: IdParams,
@@ -133,7 +144,12 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
       if (result!.result === 'missing' || !message) throw notFound(id)
       if (result!.result === 'refused') {
         const why = message.final ? 'is final' : 'has been submitted to Infobip'
-        return reply.code(409).send({ statusCode: 409, error: 'Conflict', message: `Message ${id} is ${message.status}: it ${why} and can no longer be cancelled`, resource: message })
+        return reply.code(409).send({
+          statusCode: 409,
+          error: 'Conflict',
+          message: `Message ${id} is ${message.status}: it ${why} and can no longer be cancelled`,
+          resource: message,
+        })
       }
       return message
     },
@@ -146,7 +162,10 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
         summary: 'Cancel every message of a campaign (by reference) that has not been sent',
         tags: ['messages'],
         security,
-        body: Type.Object({ reference: Type.String({ minLength: 1, maxLength: 100 }) }, { additionalProperties: false, examples: [{ reference: 'campaign-7' }] }),
+        body: Type.Object(
+          { reference: Type.String({ minLength: 1, maxLength: 100 }) },
+          { additionalProperties: false, examples: [{ reference: 'campaign-7' }] },
+        ),
         response: {
           200: Type.Object({ canceled: Type.Integer(), notCanceled: Type.Integer({ description: 'messages with this reference already submitted or final' }) }),
           400: ErrorResponse,

@@ -41,7 +41,10 @@ const suppressions: FastifyPluginAsyncTypebox = async (app) => {
         tags,
         security,
         params: ToParams,
-        body: Type.Object({ reason: Type.Optional(Type.String({ maxLength: 200 })) }, { additionalProperties: false, examples: [{ reason: 'asked by phone' }] }),
+        body: Type.Object(
+          { reason: Type.Optional(Type.String({ maxLength: 200 })) },
+          { additionalProperties: false, examples: [{ reason: 'asked by phone' }] },
+        ),
         response: { 200: Suppression, 400: ErrorResponse, 401: ErrorResponse, 429: ErrorResponse, 503: ErrorResponse },
       },
       // The body is optional: a PUT without one is a PUT of `{}`.
@@ -58,7 +61,13 @@ const suppressions: FastifyPluginAsyncTypebox = async (app) => {
   app.get(
     '/suppressions/:to',
     {
-      schema: { summary: 'Is a number on the suppression list', tags, security, params: ToParams, response: { 200: Suppression, 400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse } },
+      schema: {
+        summary: 'Is a number on the suppression list',
+        tags,
+        security,
+        params: ToParams,
+        response: { 200: Suppression, 400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse },
+      },
     },
     async (request) => {
       const to = number(request.params.to)
@@ -71,7 +80,13 @@ const suppressions: FastifyPluginAsyncTypebox = async (app) => {
   app.delete(
     '/suppressions/:to',
     {
-      schema: { summary: 'Take a number off the suppression list', tags, security, params: ToParams, response: { 204: Type.Null(), 400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse } },
+      schema: {
+        summary: 'Take a number off the suppression list',
+        tags,
+        security,
+        params: ToParams,
+        response: { 204: Type.Null(), 400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse },
+      },
     },
     async (request, reply) => {
       const to = number(request.params.to)
@@ -95,7 +110,11 @@ const suppressions: FastifyPluginAsyncTypebox = async (app) => {
           },
           { additionalProperties: false },
         ),
-        response: { 200: Type.Object({ suppressions: Type.Array(Suppression), nextCursor: Type.Union([Type.String(), Type.Null()]) }), 400: ErrorResponse, 401: ErrorResponse },
+        response: {
+          200: Type.Object({ suppressions: Type.Array(Suppression), nextCursor: Type.Union([Type.String(), Type.Null()]) }),
+          400: ErrorResponse,
+          401: ErrorResponse,
+        },
       },
     },
     async (request) => app.store.suppressions(request.tenant.name, request.query.cursor, request.query.limit === undefined ? 50 : Number(request.query.limit)),

@@ -138,7 +138,12 @@ export class MessageStore {
     const multi = this.#redis.multi()
     for (const m of messages) {
       multi.del(this.keys.message(m.id), this.keys.infobip(m.id))
-      const indexes = [this.keys.created(m.tenant), this.keys.byStatus(m.tenant, STATUS.QUEUED), this.keys.byStatus(m.tenant, STATUS.REJECTED), this.keys.byRecipient(m.tenant, m.to)]
+      const indexes = [
+        this.keys.created(m.tenant),
+        this.keys.byStatus(m.tenant, STATUS.QUEUED),
+        this.keys.byStatus(m.tenant, STATUS.REJECTED),
+        this.keys.byRecipient(m.tenant, m.to),
+      ]
       for (const index of indexes) multi.zrem(index, m.id)
       if (m.reference) multi.zrem(this.keys.byReference(m.tenant, m.reference), m.id)
     }
@@ -246,7 +251,8 @@ export class MessageStore {
     const replies = ((await exec(pipeline)) as string[][][]).flat()
     return replies.map(([result, a, b, c, d], i): Claim => {
       if (result === 'ok') return { result, submission: { id: ids[i]!, to: a!, from: b!, text: c!, validityPeriodMinutes: d ? Number(d) : undefined } }
-      if (result === 'suppressed') return { result, change: { previous: STATUS.QUEUED, seq: Number(a), submittedAt: null, callbackUrl: b || null, reference: c || null, tenant: d! } }
+      if (result === 'suppressed')
+        return { result, change: { previous: STATUS.QUEUED, seq: Number(a), submittedAt: null, callbackUrl: b || null, reference: c || null, tenant: d! } }
       return { result: result as 'missing' | 'done' | 'unknown' | 'busy' }
     })
   }
@@ -261,7 +267,12 @@ export class MessageStore {
     for (const batch of inBatches(ids)) pipeline.smsCancel(batch.length, ...batch.map((id) => this.keys.message(id)), ...args, ...batch)
     const replies = ((await exec(pipeline)) as string[][][]).flat()
     return replies.map(([result, a, b, c, d]): CancelResult => {
-      if (result === 'canceled') return { result, change: { previous: STATUS.QUEUED, seq: Number(a), submittedAt: null, callbackUrl: b || null, reference: c || null, tenant }, job: d || null }
+      if (result === 'canceled')
+        return {
+          result,
+          change: { previous: STATUS.QUEUED, seq: Number(a), submittedAt: null, callbackUrl: b || null, reference: c || null, tenant },
+          job: d || null,
+        }
       if (result === 'refused') return { result, status: a as Status }
       return { result: 'missing' }
     })

@@ -9,7 +9,8 @@ const config = testConfig('cancel', {
 const tenantsFile = writeTenantsFile(t, { other: { apiKeys: [OTHER] } })
 const app = await buildTestApp(t, { ...config, TENANTS_FILE: tenantsFile })
 const later = () => new Date(Date.now() + 3600_000).toISOString()
-const post = (payload: unknown, url = '/messages', headers: Record<string, string> = AUTH) => app.inject({ method: 'POST', url, headers, payload: payload as object })
+const post = (payload: unknown, url = '/messages', headers: Record<string, string> = AUTH) =>
+  app.inject({ method: 'POST', url, headers, payload: payload as object })
 const cancel = (id: string, headers: Record<string, string> = AUTH) => app.inject({ method: 'POST', url: `/messages/${id}/cancel`, headers })
 
 t.test('a scheduled message is cancelled: CANCELED, final, an api event, its callback, and its delayed job gone', async (t) => {
@@ -18,10 +19,22 @@ t.test('a scheduled message is cancelled: CANCELED, final, an api event, its cal
   t.ok(await app.queues.send.getJob(id).then((j) => j?.isDelayed()), 'a delayed job waits')
   const canceled = await cancel(id)
   t.equal(canceled.statusCode, 200)
-  t.match(canceled.json(), { id, status: 'CANCELED', final: true, events: [{ seq: 1, status: 'QUEUED' }, { seq: 2, status: 'CANCELED', source: 'api' }] })
+  t.match(canceled.json(), {
+    id,
+    status: 'CANCELED',
+    final: true,
+    events: [
+      { seq: 1, status: 'QUEUED' },
+      { seq: 2, status: 'CANCELED', source: 'api' },
+    ],
+  })
   t.equal((await app.inject({ url: `/messages/${id}`, headers: AUTH })).json<{ status: string }>().status, 'CANCELED')
   t.equal(await app.queues.send.getJob(id), undefined, 'the delayed job is removed, not left to fire')
-  t.match((await app.queues.callback.getJob(`${id}-2`))?.data, { payload: { messageId: id, status: 'CANCELED', previousStatus: 'QUEUED', final: true } }, 'the callback')
+  t.match(
+    (await app.queues.callback.getJob(`${id}-2`))?.data,
+    { payload: { messageId: id, status: 'CANCELED', previousStatus: 'QUEUED', final: true } },
+    'the callback',
+  )
 
   const again = await cancel(id)
   t.equal(again.statusCode, 409, 'a final message cannot be cancelled')
@@ -70,10 +83,15 @@ t.test('a campaign is cancelled by reference, in pages, whatever its size', asyn
 
 t.test('a submitted message cannot be cancelled (409 with its resource); the campaign counts it in notCanceled', async (t) => {
   const { app } = await startSystem(t, 'cancel-sent', { WORKER_QUEUES: 'send,dlr' })
-  const { id } = (await app.inject({ method: 'POST', url: '/messages', headers: AUTH, payload: { to: '+41793026727', text: 'now', reference: 'sent-1' } })).json<{ id: string }>()
+  const { id } = (
+    await app.inject({ method: 'POST', url: '/messages', headers: AUTH, payload: { to: '+41793026727', text: 'now', reference: 'sent-1' } })
+  ).json<{ id: string }>()
   await waitFor(async () => (await app.inject({ url: `/messages/${id}`, headers: AUTH })).json<{ final: boolean }>().final, 10_000, 'delivered')
   const res = await app.inject({ method: 'POST', url: `/messages/${id}/cancel`, headers: AUTH })
   t.equal(res.statusCode, 409)
   t.match(res.json(), { message: /is DELIVERED: it is final/, resource: { id, status: 'DELIVERED' } })
-  t.same((await app.inject({ method: 'POST', url: '/messages/cancel', headers: AUTH, payload: { reference: 'sent-1' } })).json(), { canceled: 0, notCanceled: 1 })
+  t.same((await app.inject({ method: 'POST', url: '/messages/cancel', headers: AUTH, payload: { reference: 'sent-1' } })).json(), {
+    canceled: 0,
+    notCanceled: 1,
+  })
 })

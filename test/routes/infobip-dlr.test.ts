@@ -148,7 +148,9 @@ t.test('2,000 realistic results fit; 2,001 answer 413; 10 MB answers 413 (401 fi
 
 t.test('a mixed batch: 200, every result stored, and the worker applies every good report', async (t) => {
   const ids = Array.from({ length: 4 }, () => newMessageId())
-  await app.store.create(ids.map((id) => ({ id, tenant: DEFAULT_TENANT, to: '41793026727', from: 'InfoSMS', text: 'hi', encoding: 'GSM-7' as const, segments: 1 })))
+  await app.store.create(
+    ids.map((id) => ({ id, tenant: DEFAULT_TENANT, to: '41793026727', from: 'InfoSMS', text: 'hi', encoding: 'GSM-7' as const, segments: 1 })),
+  )
   const bad = [
     null,
     'DELIVERED',
@@ -191,7 +193,11 @@ t.test('DLR_ALLOWED_IPS: other sources get 403 even with the token; a bad list s
 
   for (const list of ['10.0.0.0/33', 'example.com', '10.0.0.0/', '10.0.0.0/8/8']) {
     const config = testConfig('dlr-ips', { DLR_ALLOWED_IPS: list })
-    await t.rejects(async () => void (await Fastify().decorate('config', config).register(noThrottle).register(dlrAuth).ready()), /Invalid configuration: DLR_ALLOWED_IPS/, list)
+    await t.rejects(
+      async () => void (await Fastify().decorate('config', config).register(noThrottle).register(dlrAuth).ready()),
+      /Invalid configuration: DLR_ALLOWED_IPS/,
+      list,
+    )
   }
 })
 

@@ -4,8 +4,12 @@ import { AUTH, countWrites, startSystem, waitFor, writeTenantsFile } from '../he
 const OTHER = { authorization: 'Bearer sk_other_live_0123456789abcdef' }
 
 t.test('the suppression list: put, get, delete, list with a cursor, per tenant, any notation', async (t) => {
-  const { app } = await startSystem(t, 'supp-routes', { TENANTS_FILE: writeTenantsFile(t, { other: { apiKeys: ['sk_other_live_0123456789abcdef'] } }), WORKER_QUEUES: 'send' })
-  const put = (to: string, body?: object, headers = AUTH) => app.inject({ method: 'PUT', url: `/suppressions/${encodeURIComponent(to)}`, headers, ...(body ? { payload: body } : {}) })
+  const { app } = await startSystem(t, 'supp-routes', {
+    TENANTS_FILE: writeTenantsFile(t, { other: { apiKeys: ['sk_other_live_0123456789abcdef'] } }),
+    WORKER_QUEUES: 'send',
+  })
+  const put = (to: string, body?: object, headers = AUTH) =>
+    app.inject({ method: 'PUT', url: `/suppressions/${encodeURIComponent(to)}`, headers, ...(body ? { payload: body } : {}) })
   const first = await put('+41 79 302 67 27', { reason: 'asked by phone' })
   t.equal(first.statusCode, 200)
   t.match(first.json(), { to: '41793026727', reason: 'asked by phone', source: 'api', createdAt: String })
@@ -41,14 +45,29 @@ t.test('a message to a suppressed number is accepted and ends REJECTED (SUPPRESS
   await app.inject({ method: 'POST', url: '/messages', headers: AUTH, payload: { to: '+41793021111', text: 'yes' } })
   const normal = writes.count
   writes.reset()
-  const res = await app.inject({ method: 'POST', url: '/messages', headers: AUTH, payload: { to: '+41793026727', text: 'no', callbackUrl: 'http://127.0.0.1:9999/hook' } })
+  const res = await app.inject({
+    method: 'POST',
+    url: '/messages',
+    headers: AUTH,
+    payload: { to: '+41793026727', text: 'no', callbackUrl: 'http://127.0.0.1:9999/hook' },
+  })
   t.equal(res.statusCode, 202)
   t.match(res.json(), { status: 'REJECTED', final: true, error: { code: 'SUPPRESSED' }, events: [{ status: 'QUEUED' }, { status: 'REJECTED', source: 'api' }] })
   t.equal(writes.count, normal, `the check costs no round trip: ${writes.count} store round trips, as for any message`)
   const { id } = res.json<{ id: string }>()
   t.match((await app.queues.callback.getJob(`${id}-2`))?.data.payload, { status: 'REJECTED', previousStatus: 'QUEUED', final: true }, 'its callback')
 
-  const batch = await app.inject({ method: 'POST', url: '/messages/batch', headers: AUTH, payload: { messages: [{ to: '+41793026727', text: 'a' }, { to: '+41793021234', text: 'b' }] } })
+  const batch = await app.inject({
+    method: 'POST',
+    url: '/messages/batch',
+    headers: AUTH,
+    payload: {
+      messages: [
+        { to: '+41793026727', text: 'a' },
+        { to: '+41793021234', text: 'b' },
+      ],
+    },
+  })
   t.equal(batch.statusCode, 202, 'a batch with a suppressed number is not refused')
   const [suppressed, sent] = batch.json<{ messages: { id: string; status: string }[] }>().messages
   t.equal(suppressed!.status, 'REJECTED')
@@ -65,6 +84,10 @@ t.test('a message queued or scheduled before its number was suppressed ends SUPP
   t.equal(res.json<{ status: string }>().status, 'QUEUED')
   await app.inject({ method: 'PUT', url: '/suppressions/41793020808', headers: AUTH })
   await waitFor(async () => (await app.store.get(id))?.final, 10_000, 'the scheduled message claimed')
-  t.match(await app.store.get(id), { status: 'REJECTED', error: { code: 'SUPPRESSED' }, events: [{ status: 'QUEUED' }, { status: 'REJECTED', source: 'send' }] })
+  t.match(await app.store.get(id), {
+    status: 'REJECTED',
+    error: { code: 'SUPPRESSED' },
+    events: [{ status: 'QUEUED' }, { status: 'REJECTED', source: 'send' }],
+  })
   t.equal((await sim.app.inject({ url: `/_sim/messages/${id}` })).statusCode, 404, 'never submitted')
 })

@@ -62,7 +62,11 @@ t.test('isolation: another tenant’s message is unknown on every route that tak
   writes.reset()
   const unknown = await get(B, `/messages/${unknownId}`)
   t.equal(foreign.statusCode, 404)
-  t.same(foreign.json(), { ...unknown.json<object>(), message: unknown.json<{ message: string }>().message.replace(unknownId, id) }, 'the same body as an unknown id')
+  t.same(
+    foreign.json(),
+    { ...unknown.json<object>(), message: unknown.json<{ message: string }>().message.replace(unknownId, id) },
+    'the same body as an unknown id',
+  )
   t.equal(foreignTrips, writes.count, `the same Redis round trips (${foreignTrips})`)
   t.equal((await get(A2, `/messages/${id}`)).statusCode, 200, 'the owner’s other key sees it')
 
@@ -106,13 +110,24 @@ t.test('isolation: another tenant’s message is unknown on every route that tak
 
 t.test('senders: the tenant’s defaultSender, and only its allowedSenders', async (t) => {
   const app = await buildTestApp(t, testConfig('tenants-from', { TENANTS_FILE: tenants(t) }))
-  const post = (headers: Record<string, string>, extra: object) => app.inject({ method: 'POST', url: '/messages', headers, payload: { to: '+41793024242', text: 'x', ...extra } })
+  const post = (headers: Record<string, string>, extra: object) =>
+    app.inject({ method: 'POST', url: '/messages', headers, payload: { to: '+41793024242', text: 'x', ...extra } })
   t.equal((await post(A, {})).json<{ from: string }>().from, 'ACME')
   t.equal((await post(A, { from: 'ACMEALERTS' })).json<{ from: string }>().from, 'ACMEALERTS')
   const refused = await post(A, { from: 'BETA' })
   t.equal(refused.statusCode, 400)
   t.match(refused.json(), { message: /^body\/from must be one of this tenant's allowed senders \(ACME, ACMEALERTS\)/ })
-  const batch = await app.inject({ method: 'POST', url: '/messages/batch', headers: A, payload: { messages: [{ to: '+41793024242', text: 'x' }, { to: '+41793024242', text: 'x', from: 'Other' }] } })
+  const batch = await app.inject({
+    method: 'POST',
+    url: '/messages/batch',
+    headers: A,
+    payload: {
+      messages: [
+        { to: '+41793024242', text: 'x' },
+        { to: '+41793024242', text: 'x', from: 'Other' },
+      ],
+    },
+  })
   t.match(batch.json(), { statusCode: 400, message: /^body\/messages\/1\/from must be one of/ })
   t.equal((await post(B, { from: 'Anything' })).json<{ from: string }>().from, 'Anything', 'a tenant without allowedSenders may use any')
   t.equal((await post(B, {})).json<{ from: string }>().from, 'InfoSMS', 'and defaults to INFOBIP_SENDER')
@@ -201,5 +216,8 @@ t.test('request and job log lines name the tenant', async (t) => {
   await waitFor(() => parsed().some((l) => l.jobId === id && l.tenant === 'acme'), 10_000, 'a send job line naming the tenant')
   const completed = parsed().find((l) => l.msg === 'request completed' && (l.res as { statusCode?: number } | undefined)?.statusCode === 202)
   t.equal(completed?.tenant, 'acme', 'the request’s completion line names its tenant')
-  t.ok(parsed().some((l) => l.jobId === id && l.tenant === 'acme'), 'the send job’s lines name it')
+  t.ok(
+    parsed().some((l) => l.jobId === id && l.tenant === 'acme'),
+    'the send job’s lines name it',
+  )
 })

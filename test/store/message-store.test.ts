@@ -9,7 +9,12 @@ const app = await buildTestApp(t, config)
 const { keys } = app.store
 
 const post = (payload: unknown, url = '/messages') =>
-  app.inject({ method: 'POST', url, headers: { ...AUTH, 'content-type': 'application/json' }, payload: typeof payload === 'string' ? payload : JSON.stringify(payload) })
+  app.inject({
+    method: 'POST',
+    url,
+    headers: { ...AUTH, 'content-type': 'application/json' },
+    payload: typeof payload === 'string' ? payload : JSON.stringify(payload),
+  })
 
 /** Every key of the prefix but the rate limiter's and the metrics': what a failed create must not leave. */
 async function footprint(): Promise<string[]> {
@@ -28,7 +33,16 @@ t.test('a Redis error in the middle of a create leaves nothing behind, for one m
   t.same(await footprint(), before, 'no record, index entry or outbox entry is left')
   t.equal(await app.redis.zcard(keys.outbox()), 0, 'nothing for the outbox sweeper to send')
 
-  const batch = await post({ messages: [{ to: '+41793020111', text: 'a' }, { to: '+41793020666', text: 'b' }, { to: '+41793020222', text: 'c' }] }, '/messages/batch')
+  const batch = await post(
+    {
+      messages: [
+        { to: '+41793020111', text: 'a' },
+        { to: '+41793020666', text: 'b' },
+        { to: '+41793020222', text: 'c' },
+      ],
+    },
+    '/messages/batch',
+  )
   t.equal(batch.statusCode, 500)
   t.same(await footprint(), before, 'the messages of the batch that were stored are removed again')
   await app.redis.del(poisoned)
@@ -51,7 +65,9 @@ t.test('a search examines at most MAX_EXAMINED index entries and returns a curso
   }
   // The reference index is walked; no message of it has this number, so nothing ever matches.
   const search = (cursor?: string) =>
-    app.inject({ url: `/messages?reference=big&to=%2B41793028888${cursor ? `&cursor=${cursor}` : ''}`, headers: AUTH }).then((r) => r.json<{ messages: unknown[]; nextCursor: string | null }>())
+    app
+      .inject({ url: `/messages?reference=big&to=%2B41793028888${cursor ? `&cursor=${cursor}` : ''}`, headers: AUTH })
+      .then((r) => r.json<{ messages: unknown[]; nextCursor: string | null }>())
   const first = await search()
   t.same(first.messages, [])
   t.type(first.nextCursor, 'string', 'a capped page says where to go on')

@@ -16,7 +16,12 @@ t.test('cancel against claim, 3,000 times: one winner each', async (t) => {
   const outcomes = new Map<string, number>()
   const cancels: Promise<void>[] = []
   for (let b = 0; b < BATCHES; b++) {
-    const messages = Array.from({ length: 100 }, (_, i) => ({ to: `+4179302${String(1000 + ((b * 100 + i) % 8000)).padStart(4, '0')}`, text: 'race', reference: 'race', sendAt }))
+    const messages = Array.from({ length: 100 }, (_, i) => ({
+      to: `+4179302${String(1000 + ((b * 100 + i) % 8000)).padStart(4, '0')}`,
+      text: 'race',
+      reference: 'race',
+      sendAt,
+    }))
     const res = await app.inject({ method: 'POST', url: '/messages/batch', headers: AUTH, payload: { messages } })
     t.equal(res.statusCode, 202)
     for (const { id } of res.json<{ messages: { id: string }[] }>().messages) {
@@ -30,19 +35,14 @@ t.test('cancel against claim, 3,000 times: one winner each', async (t) => {
   }
   await Promise.all(cancels)
   const ids = [...outcomes.keys()]
-  await waitFor(
-    async () => (await app.store.getMany(ids)).every((m) => m!.final),
-    60_000,
-    'every message final',
-    250,
-  )
+  await waitFor(async () => (await app.store.getMany(ids)).every((m) => m!.final), 60_000, 'every message final', 250)
   const messages = await app.store.getMany(ids)
   let won = 0
   let lost = 0
   let double = 0
   for (const [i, id] of ids.entries()) {
     const message = messages[i]!
-    const submissions = ((await sim.app.inject({ url: `/_sim/messages/${id}` })).json<{ submissions?: number }>().submissions ?? 0) as number
+    const submissions = (await sim.app.inject({ url: `/_sim/messages/${id}` })).json<{ submissions?: number }>().submissions ?? 0
     const code = outcomes.get(id)
     if (code === 200 && message.status === 'CANCELED' && submissions === 0) won++
     else if (code === 409 && message.status !== 'CANCELED' && submissions >= 1) lost++

@@ -268,7 +268,9 @@ t.test(`${WORKERS} worker processes, each message's reports in one job in a rand
       const sequential = await snapshot(t, ids)
       const model = orders.map((order, i) => comparable(runModel([ids[i]!], transitionsOf(order)).messages.get(ids[i]!)!))
       t.same(sequential, model, 'the sequential application equals the model')
-      await store.remove(ids.map((id) => ({ id, tenant: DEFAULT_TENANT, to: '41793026727', from: 'InfoSMS', text: 'hi', encoding: 'GSM-7' as const, segments: 1 })))
+      await store.remove(
+        ids.map((id) => ({ id, tenant: DEFAULT_TENANT, to: '41793026727', from: 'InfoSMS', text: 'hi', encoding: 'GSM-7' as const, segments: 1 })),
+      )
       await create(ids)
 
       // Jobs of ten messages whose reports interleave at random, each message's keeping its order.

@@ -27,7 +27,9 @@ let jobs = 0
 const job = (results: unknown[]) => ({ id: String(++jobs), data: { body: JSON.stringify({ results }) } }) as Job<DlrJob>
 const create = async (n = 1) => {
   const ids = Array.from({ length: n }, () => newMessageId())
-  await store.create(ids.map((id) => ({ id, tenant: DEFAULT_TENANT, to: '41793026727', from: 'InfoSMS', text: 'secret text', encoding: 'GSM-7' as const, segments: 1 })))
+  await store.create(
+    ids.map((id) => ({ id, tenant: DEFAULT_TENANT, to: '41793026727', from: 'InfoSMS', text: 'secret text', encoding: 'GSM-7' as const, segments: 1 })),
+  )
   return ids
 }
 const none = { applied: 0, duplicate: 0, ignored: 0, unmatched: 0, invalid: 0 }
@@ -101,7 +103,10 @@ t.test('unknown messageIds: counted, kept in the capped list, logged without num
     'kept for inspection',
   )
   t.same(
-    kept.slice(0, 7).map((r) => r.to as string).sort(),
+    kept
+      .slice(0, 7)
+      .map((r) => r.to as string)
+      .sort(),
     strangers.map((_, i) => `*******${String(i).padStart(4, '0')}`),
     'with their numbers masked to the last four digits',
   )
