@@ -4,6 +4,7 @@ import { callbackUrlProblem } from './callback-url.js'
 import type { Config } from './config.js'
 import { normalizePhone } from './domain/phone.js'
 import { analyzeText, MAX_SEGMENTS } from './domain/segments.js'
+import { ReplicasUnavailable } from './durability.js'
 import { FieldError, HttpError } from './errors.js'
 import type { GroupCommit } from './group-commit.js'
 import type { NewMessageBody } from './schemas/messages.js'
@@ -78,7 +79,8 @@ export async function acceptMessages(
     annotate({ [ATTR.tenant]: tenant.name }, stored)
     return { messages: stored, replayed: false }
   } catch (error) {
-    if (idempotencyKey) await releaseKey(deps.store, tenant.name, idempotencyKey)
+    // Too few replicas confirmed them, but the messages exist: a retry with the key gets them, not copies.
+    if (idempotencyKey && !(error instanceof ReplicasUnavailable)) await releaseKey(deps.store, tenant.name, idempotencyKey)
     throw error
   }
 }

@@ -77,8 +77,9 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
     const status = error instanceof HttpError ? error.statusCode : isRedisUnavailable(error) ? 503 : (error.statusCode ?? 500)
     if (status >= 500) request.log.error({ err: error }, 'request failed')
     else request.log.info({ code: error.code, statusCode: status }, error.message)
-    const message =
-      status === 503 ? 'Service temporarily unavailable: storage is unreachable, nothing was stored' : status >= 500 ? 'Internal Server Error' : error.message
+    // A 503 of our own says why, for clients: too few replicas confirmed a write (durability.ts).
+    const unavailable = error instanceof HttpError ? error.message : 'Service temporarily unavailable: storage is unreachable, nothing was stored'
+    const message = status === 503 ? unavailable : status >= 500 ? 'Internal Server Error' : error.message
     if (status === 503) reply.header('retry-after', '1')
     return reply.code(status).send({ statusCode: status, error: httpErrorName(status), message })
   })

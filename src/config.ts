@@ -8,12 +8,27 @@ import { Value } from '@sinclair/typebox/value'
 const Int = (def: number, min = 0, max = Number.MAX_SAFE_INTEGER) => Type.Integer({ default: def, minimum: min, maximum: max })
 /** Comma-separated single words: each is compared with the first word of an inbound SMS. */
 const KEYWORD_LIST = '^\\s*[^\\s,]+\\s*(,\\s*[^\\s,]+\\s*)*$'
+/** Comma-separated `host:port` (an IPv6 host in brackets): sentinels, cluster nodes. */
+const HOST_PORT = '\\s*(\\[[0-9A-Fa-f:.]+\\]|[^\\s,:\\[\\]]+):[0-9]{1,5}\\s*'
+const HOST_PORT_LIST = `^${HOST_PORT}(,${HOST_PORT})*$`
 
 export const ConfigSchema = Type.Object({
   NODE_ENV: Type.Union([Type.Literal('development'), Type.Literal('production'), Type.Literal('test')], { default: 'development' }),
   PORT: Int(3000, 0, 65535),
   HOST: Type.String({ default: '0.0.0.0' }),
   REDIS_URL: Type.String({ default: 'redis://127.0.0.1:6379', pattern: '^rediss?://' }),
+  /** Sentinel mode (docs/operations.md#redis-deployments): the sentinels, and the name of the master they watch. */
+  REDIS_SENTINELS: Type.Optional(Type.String({ pattern: HOST_PORT_LIST })),
+  REDIS_SENTINEL_NAME: Type.Optional(Type.String({ minLength: 1 })),
+  /** Cluster mode: accepted here, refused when a process connects (src/redis.ts) until it is supported. */
+  REDIS_CLUSTER_NODES: Type.Optional(Type.String({ pattern: HOST_PORT_LIST })),
+  /** Credentials and TLS of the Sentinel (and Cluster) nodes; REDIS_URL carries its own. */
+  REDIS_USERNAME: Type.Optional(Type.String({ minLength: 1 })),
+  REDIS_PASSWORD: Type.Optional(Type.String({ minLength: 1 })),
+  REDIS_TLS: Type.Boolean({ default: false }),
+  /** When > 0, an answer that acknowledges a write waits for that many replicas to have it (src/durability.ts). */
+  REDIS_MIN_REPLICAS: Int(0, 0, 100),
+  REDIS_WAIT_TIMEOUT_MS: Int(500, 1, 60_000),
   KEY_PREFIX: Type.String({ default: 'sms', pattern: '^[A-Za-z0-9_.:-]+$' }),
   API_KEYS: Type.Optional(Type.String({ minLength: 1 })),
   TENANTS_FILE: Type.Optional(Type.String({ minLength: 1 })),
@@ -36,6 +51,7 @@ export const ConfigSchema = Type.Object({
   JOB_LOCK_MS: Int(30_000, 1000),
   CALLBACK_SIGNING_SECRET: Type.Optional(Type.String({ pattern: '^whsec_' })),
   RATE_LIMIT_PER_MINUTE: Int(6000, 1),
+  AUTH_FAILURES_PER_MINUTE: Int(20, 1),
   CALLBACK_ALLOW_PRIVATE: Type.Boolean({ default: false }),
   CALLBACK_MAX_ATTEMPTS: Int(14, 1, 100),
   CALLBACK_BACKOFF_MS: Int(15_000, 1),
@@ -87,7 +103,7 @@ export const DEVELOPMENT_SECRETS = {
 } as const satisfies Partial<Record<ConfigKey, string>>
 
 /** Variables whose values never appear in an error or a log line. */
-const SECRETS = new Set(['API_KEYS', 'INFOBIP_API_KEY', 'DLR_WEBHOOK_TOKEN', 'CALLBACK_SIGNING_SECRET', 'BULL_BOARD_PASSWORD', 'REDIS_URL'])
+const SECRETS = new Set(['API_KEYS', 'INFOBIP_API_KEY', 'DLR_WEBHOOK_TOKEN', 'CALLBACK_SIGNING_SECRET', 'BULL_BOARD_PASSWORD', 'REDIS_URL', 'REDIS_PASSWORD'])
 
 export class ConfigError extends Error {
   override name = 'ConfigError'
@@ -113,6 +129,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env, required: reado
     throw new ConfigError(`Invalid configuration: ${name} ${expected}${got}`)
   }
   const config = candidate as Config
+  if (config.REDIS_SENTINELS !== undefined && config.REDIS_SENTINEL_NAME === undefined)
+    throw new ConfigError('Invalid configuration: REDIS_SENTINEL_NAME is required with REDIS_SENTINELS (the name of the master the sentinels watch)')
   if (config.NODE_ENV === 'production') refuseDevelopmentValues(config)
   for (const key of required) {
     if (config[key] === undefined) throw new ConfigError(`Invalid configuration: ${key} is required (see .env.example)`)

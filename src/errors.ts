@@ -18,9 +18,9 @@ export class FieldError extends HttpError {
 }
 
 const REDIS_DOWN =
-  /enableOfflineQueue|Connection is closed|ECONNREFUSED|ECONNRESET|ETIMEDOUT|Command timed out|Reached the max retries|Stream isn't writeable|connect ETIMEDOUT|LOADING/i
+  /enableOfflineQueue|Connection is closed|ECONNREFUSED|ECONNRESET|ETIMEDOUT|Command timed out|Reached the max retries|Stream isn't writeable|connect ETIMEDOUT|LOADING|READONLY|NOREPLICAS|MASTERDOWN/i
 
-/** True for the errors ioredis raises when Redis is unreachable. */
+/** True for the errors ioredis raises when Redis is unreachable, or a failover has just demoted the node it is on. */
 export function isRedisUnavailable(error: unknown): boolean {
   const e = error as { name?: string; message?: string; code?: string }
   return e?.name === 'MaxRetriesPerRequestError' || REDIS_DOWN.test(e?.message ?? '') || REDIS_DOWN.test(e?.code ?? '')

@@ -1,10 +1,12 @@
 import type { Queue } from 'bullmq'
+import type { Redis } from 'ioredis'
 import type { Config } from './config.js'
 import { sendJobOptions, type SendJob } from './queues.js'
 import type { MessageStore } from './store/message-store.js'
 import { inBatches, SUPPRESSED_ERROR, type Message, type NewMessage } from './domain/message.js'
 import { STATUS } from './domain/status.js'
 import { madeChange, type AfterChanges } from './changes.js'
+import { acknowledge, writesFrom } from './durability.js'
 
 /** A group is written at once when it reaches this many messages, rather than at the end of the turn. */
 const MAX_GROUP = 1000
@@ -33,12 +35,15 @@ export class GroupCommit {
   #size = 0
 
   readonly #afterChanges: AfterChanges
+  /** The store's and the queue's connections: a group's writes are acknowledged on both (REDIS_MIN_REPLICAS). */
+  readonly #connections: Redis[]
 
-  constructor(deps: { store: MessageStore; sendQueue: Queue<SendJob>; config: Config; afterChanges: AfterChanges }) {
+  constructor(deps: { store: MessageStore; sendQueue: Queue<SendJob>; config: Config; afterChanges: AfterChanges; connections: Redis[] }) {
     this.#store = deps.store
     this.#queue = deps.sendQueue
     this.#config = deps.config
     this.#afterChanges = deps.afterChanges
+    this.#connections = deps.connections
   }
 
   /** Resolves with the stored messages once they and their send jobs exist. */
@@ -62,6 +67,7 @@ export class GroupCommit {
       this.#config,
       group.flatMap((w) => w.messages),
       this.#afterChanges,
+      this.#connections,
     ).then(
       (stored) => {
         let offset = 0
@@ -79,9 +85,18 @@ export class GroupCommit {
 
 /**
  * Records (in the outbox), then their jobs, then out of the outbox; undone if the jobs fail. A
- * scheduled message's record names its delayed job, which a cancel removes.
+ * scheduled message's record names its delayed job, which a cancel removes. With REDIS_MIN_REPLICAS,
+ * the replicas confirm all of it before any request of the group is answered.
  */
-async function commit(store: MessageStore, queue: Queue<SendJob>, config: Config, messages: NewMessage[], afterChanges: AfterChanges): Promise<Message[]> {
+async function commit(
+  store: MessageStore,
+  queue: Queue<SendJob>,
+  config: Config,
+  messages: NewMessage[],
+  afterChanges: AfterChanges,
+  connections: Redis[],
+): Promise<Message[]> {
+  const writes = writesFrom(...connections)
   const jobs = sendJobs(messages, config)
   const byId = new Map(messages.map((m) => [m.id, m]))
   for (const job of jobs) if (job.opts.delay !== undefined) for (const id of job.data.ids) byId.get(id)!.job = job.opts.jobId
@@ -101,6 +116,7 @@ async function commit(store: MessageStore, queue: Queue<SendJob>, config: Config
   // sweeper finds jobs that exist), so it does not fail the request.
   await store.removeFromOutbox(ids).catch(() => {})
   await suppressedAtOnce(messages, stored, afterChanges)
+  await acknowledge(writes, config)
   return stored
 }
 

@@ -1,36 +1,96 @@
 import { Redis, type RedisOptions } from 'ioredis'
+import type { Config } from './config.js'
+
+/** The variables that say where Redis is (docs/operations.md#redis-deployments). */
+export type RedisSettings = Pick<
+  Config,
+  'REDIS_URL' | 'REDIS_SENTINELS' | 'REDIS_SENTINEL_NAME' | 'REDIS_CLUSTER_NODES' | 'REDIS_USERNAME' | 'REDIS_PASSWORD' | 'REDIS_TLS'
+>
+
+/** A single Redis at this URL (scripts and tests that are handed a URL). */
+const single = (url: string): RedisSettings => ({ REDIS_URL: url, REDIS_TLS: false })
 
 /**
- * Producers (the API) fail fast: no offline queue, so a request meets a Redis outage with an error
- * (mapped to 503) instead of waiting. Workers wait: their commands ride out a Redis restart.
+ * Every connection of every process, in one of the deployments (REDIS_SENTINELS wins over REDIS_URL).
+ * Producers (the API) fail fast: no offline queue, so a request meets a Redis outage or a failover
+ * with an error (mapped to 503) instead of waiting. Workers wait: their commands ride out a Redis
+ * restart or a failover.
  */
-export function createRedis(url: string, role: 'producer' | 'worker', extra: RedisOptions = {}): Redis {
-  const options: RedisOptions =
-    role === 'producer' ? { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2000 } : { maxRetriesPerRequest: null, enableReadyCheck: true }
-  const redis = new Redis(url, { lazyConnect: true, retryStrategy: (times) => Math.min(times * 200, 2000), ...options, ...extra })
+export function createRedis(where: RedisSettings | string, role: 'producer' | 'worker', extra: RedisOptions = {}): Redis {
+  const settings = typeof where === 'string' ? single(where) : where
+  if (settings.REDIS_CLUSTER_NODES !== undefined)
+    throw new Error(
+      'Redis Cluster is not supported yet: REDIS_CLUSTER_NODES is set; unset it and use REDIS_URL (a single Redis) or REDIS_SENTINELS (Sentinel).',
+    )
+  const options: RedisOptions = {
+    lazyConnect: true,
+    retryStrategy: (times) => Math.min(times * 200, 2000),
+    // A master demoted by a failover answers writes with READONLY until this connection moves on:
+    // reconnecting asks the sentinels for the new master, and the command fails (503 in the API).
+    reconnectOnError: (error) => error.message.startsWith('READONLY'),
+    ...(role === 'producer'
+      ? { enableOfflineQueue: false, maxRetriesPerRequest: 1, connectTimeout: 2000 }
+      : { maxRetriesPerRequest: null, enableReadyCheck: true }),
+    ...extra,
+  }
+  const redis = settings.REDIS_SENTINELS ? new Redis({ ...sentinelOptions(settings), ...options }) : new Redis(settings.REDIS_URL, options)
   // Connection errors surface through the commands that fail (503 in the API, retries in workers)
   // and through /ready; an unhandled 'error' event would only print a stack trace per reconnect.
   redis.on('error', () => {})
   return redis
 }
 
-/** The one line every command prints when Redis cannot be reached at start-up. */
-export const redisUnreachable = (url: string): string => {
-  const where = new URL(url)
-  return `Redis is not reachable at REDIS_URL=${where.protocol}//${where.host}${where.pathname}: start it (for example \`redis-server --daemonize yes\` or \`docker compose up -d redis\`) or set REDIS_URL.`
+/**
+ * Sentinel mode: ioredis asks the sentinels for the master, and reconnects to the new one when they
+ * announce a failover (`failoverDetector` listens for +switch-master). The sentinels get the same
+ * password (a sentinel without one accepts it) and the same TLS as the master and replicas.
+ */
+function sentinelOptions(settings: RedisSettings): RedisOptions {
+  const tls = settings.REDIS_TLS ? { tls: {}, enableTLSForSentinelMode: true, sentinelTLS: {} } : {}
+  return {
+    sentinels: hostPorts(settings.REDIS_SENTINELS!),
+    name: settings.REDIS_SENTINEL_NAME!,
+    ...(settings.REDIS_USERNAME ? { username: settings.REDIS_USERNAME } : {}),
+    ...(settings.REDIS_PASSWORD ? { password: settings.REDIS_PASSWORD, sentinelPassword: settings.REDIS_PASSWORD } : {}),
+    ...tls,
+    failoverDetector: true,
+    sentinelRetryStrategy: (times) => Math.min(times * 200, 2000),
+  }
 }
+
+/** `host:port,[::1]:port` → ioredis addresses. */
+export const hostPorts = (list: string): { host: string; port: number }[] =>
+  list
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+    .map((entry) => {
+      const colon = entry.lastIndexOf(':')
+      return { host: entry.slice(0, colon).replace(/^\[(.*)\]$/, '$1'), port: Number(entry.slice(colon + 1)) }
+    })
+
+/** Where Redis is, without credentials, for the start-up message. */
+function describe(settings: RedisSettings): string {
+  if (settings.REDIS_SENTINELS) return `REDIS_SENTINELS=${settings.REDIS_SENTINELS} (master ${settings.REDIS_SENTINEL_NAME})`
+  const where = new URL(settings.REDIS_URL)
+  return `REDIS_URL=${where.protocol}//${where.host}${where.pathname}`
+}
+
+/** The one line every command prints when Redis cannot be reached at start-up. */
+export const redisUnreachable = (where: RedisSettings | string): string =>
+  `Redis is not reachable at ${describe(typeof where === 'string' ? single(where) : where)}: start it (for example \`redis-server --daemonize yes\` or \`docker compose up -d redis\`) or set REDIS_URL (or REDIS_SENTINELS).`
 
 /**
  * Connects, or rejects within `timeoutMs` with the one-line explanation above. Used at start-up so
  * that no process loops on connection errors.
  */
-export async function connectOrExplain(redis: Redis, url: string, timeoutMs = 3000): Promise<void> {
-  const timer = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(redisUnreachable(url))), timeoutMs).unref())
+export async function connectOrExplain(redis: Redis, where: RedisSettings | string, timeoutMs = 3000): Promise<void> {
+  const timer = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(redisUnreachable(where))), timeoutMs).unref())
   try {
     await Promise.race([redis.connect().then(() => redis.ping()), timer])
   } catch (error) {
     redis.disconnect()
     const message = (error as Error).message
-    throw new Error(message.startsWith('Redis is not reachable') ? message : redisUnreachable(url), { cause: error })
+    throw new Error(message.startsWith('Redis is not reachable') ? message : redisUnreachable(where), { cause: error })
   }
 }

@@ -68,7 +68,7 @@ export class Tenants {
  * a ConfigError of one line naming the tenant and the field; a key is never part of the message.
  * The API needs at least one key; workers only read the tenants' settings (`requireKeys: false`).
  */
-export function loadTenants(config: Pick<Config, 'TENANTS_FILE' | 'API_KEYS'>, { requireKeys = true } = {}): Tenants {
+export function loadTenants(config: Pick<Config, 'TENANTS_FILE' | 'API_KEYS'> & Partial<Pick<Config, 'INFOBIP_SENDER'>>, { requireKeys = true } = {}): Tenants {
   const entries = new Map<string, { tenant: Tenant; keyDigests: Buffer[] }>()
   if (config.TENANTS_FILE) {
     let file: unknown
@@ -77,7 +77,7 @@ export function loadTenants(config: Pick<Config, 'TENANTS_FILE' | 'API_KEYS'>, {
     } catch (error) {
       throw new ConfigError(`Invalid tenants file: TENANTS_FILE ${config.TENANTS_FILE} cannot be read as JSON (${(error as Error).message.split('\n')[0]})`)
     }
-    for (const [name, value] of Object.entries(tenantsOf(file))) entries.set(name, parseTenant(name, value))
+    for (const [name, value] of Object.entries(tenantsOf(file))) entries.set(name, parseTenant(name, value, config.INFOBIP_SENDER))
   }
   const apiKeys = listOf(config.API_KEYS)
   if (apiKeys.length > 0) {
@@ -113,7 +113,7 @@ function tenantsOf(file: unknown): Record<string, unknown> {
   return file.tenants
 }
 
-function parseTenant(name: string, value: unknown): { tenant: Tenant; keyDigests: Buffer[] } {
+function parseTenant(name: string, value: unknown, globalSender: string | undefined): { tenant: Tenant; keyDigests: Buffer[] } {
   const fail = (field: string, problem: string) => new ConfigError(`Invalid tenants file: tenant ${JSON.stringify(name)}: ${field} ${problem}`)
   if (!NAME.test(name)) throw fail('name', 'must be 1–32 characters of a-z, 0-9 and -')
   if (!isObject(value)) throw fail('settings', 'must be an object')
@@ -143,6 +143,10 @@ function parseTenant(name: string, value: unknown): { tenant: Tenant; keyDigests
     if (typeof defaultSender !== 'string' || !SENDER.test(defaultSender)) throw fail('defaultSender', 'must be 1–11 alphanumerics or up to 15 digits')
     if (tenant.allowedSenders && !tenant.allowedSenders.includes(defaultSender)) throw fail('defaultSender', 'must be one of allowedSenders')
     tenant.defaultSender = defaultSender
+  }
+  // A message without `from` is sent from the tenant's defaultSender, else INFOBIP_SENDER: it must be allowed.
+  if (tenant.allowedSenders && !tenant.defaultSender && globalSender !== undefined && !tenant.allowedSenders.includes(globalSender)) {
+    throw fail('defaultSender', `is required: allowedSenders does not include INFOBIP_SENDER (${globalSender})`)
   }
   if (inboundNumbers !== undefined)
     tenant.inboundNumbers = stringList(inboundNumbers, 'inboundNumbers', (s) => /^\d{3,15}$/.test(s), 'digits only (3–15)', fail)

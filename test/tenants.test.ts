@@ -61,6 +61,9 @@ t.test('every mistake in the file stops start-up with one line naming the tenant
   t.throws(() => loadTenants({ TENANTS_FILE: writeTenantsFile(t, { acme: { apiKeys: [KEY_A] } }), API_KEYS: KEY_A }), {
     message: /apiKeys has a key that is in tenants acme and default/,
   })
+  t.throws(() => loadTenants({ TENANTS_FILE: writeTenantsFile(t, { acme: { apiKeys: [KEY_A], allowedSenders: ['ACME'] } }), INFOBIP_SENDER: 'InfoSMS' }), {
+    message: /tenant "acme": defaultSender is required: allowedSenders does not include INFOBIP_SENDER \(InfoSMS\)/,
+  })
   t.throws(() => loadTenants({ TENANTS_FILE: '/nonexistent/tenants.json' }), { message: /TENANTS_FILE \/nonexistent\/tenants.json cannot be read/ })
   t.throws(() => loadTenants({}), { message: 'Invalid configuration: API_KEYS or TENANTS_FILE is required (see .env.example)' })
   t.same(loadTenants({}, { requireKeys: false }).names, ['default'], 'workers need no keys')

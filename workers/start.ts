@@ -55,9 +55,9 @@ export type WorkerKind = keyof typeof KINDS
  */
 export async function startWorkers(config: Config, log: Logger): Promise<Running> {
   const tenants = loadTenants(config, { requireKeys: false })
-  const redis = createRedis(config.REDIS_URL, 'worker')
-  await connectOrExplain(redis, config.REDIS_URL)
-  const connection = createRedis(config.REDIS_URL, 'worker', { lazyConnect: false })
+  const redis = createRedis(config, 'worker')
+  await connectOrExplain(redis, config)
+  const connection = createRedis(config, 'worker', { lazyConnect: false })
   const store = new MessageStore(redis, config.KEY_PREFIX, config.MESSAGE_TTL_DAYS)
   // This process's counts go to Redis, where every API process reads them for /metrics.
   const metrics = new SharedMetrics(redis, config.KEY_PREFIX, log.child({ component: 'metrics' }))

@@ -2,8 +2,6 @@ import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { HttpError } from '../errors.js'
 
-/** Failed authentications one client address may make in a minute (docs/operations.md#security). */
-export const AUTH_FAILURES_PER_MINUTE = 20
 const WINDOW_SECONDS = 60
 
 /** The failures of `ip` in the fixed window `minute` (Unix time / 60 s). */
@@ -26,7 +24,7 @@ declare module 'fastify' {
 }
 
 /**
- * Guessing a secret costs one failure; after AUTH_FAILURES_PER_MINUTE of them an address is refused
+ * Guessing a secret costs one failure; after AUTH_FAILURES_PER_MINUTE (default 20) of them an address is refused
  * until its minute ends, the right secret included, so that a guess cannot be confirmed. The counters
  * live in Redis, so every API process shares them. When Redis does not answer, the throttle lets the
  * request through (fail open): the secret is still compared, and a route that needs Redis answers
@@ -45,7 +43,7 @@ export default fp(
     const retryAfter = async (request: FastifyRequest) => {
       const { minute, left } = window()
       try {
-        return Number(await redis.get(key(request, minute))) >= AUTH_FAILURES_PER_MINUTE ? left : 0
+        return Number(await redis.get(key(request, minute))) >= config.AUTH_FAILURES_PER_MINUTE ? left : 0
       } catch (err) {
         request.log.warn({ err }, 'failed-authentication throttle skipped: Redis did not answer')
         return 0

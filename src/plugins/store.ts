@@ -25,12 +25,12 @@ declare module 'fastify' {
 export default fp(
   async function storePlugin(app) {
     const { config } = app
-    const redis = createRedis(config.REDIS_URL, 'producer', { enableAutoPipelining: true })
-    await connectOrExplain(redis, config.REDIS_URL)
+    const redis = createRedis(config, 'producer', { enableAutoPipelining: true })
+    await connectOrExplain(redis, config)
     // The queues get a connection of their own: ioredis copies a connection's defined scripts into
     // every pipeline it starts, and BullMQ defines dozens, which would slow every store pipeline.
-    const queueRedis = createRedis(config.REDIS_URL, 'producer')
-    await connectOrExplain(queueRedis, config.REDIS_URL)
+    const queueRedis = createRedis(config, 'producer')
+    await connectOrExplain(queueRedis, config)
     const queues = {
       send: createQueue<SendJob>(QUEUE.send, queueRedis, config),
       dlr: createQueue<DlrJob>(QUEUE.dlr, queueRedis, config),

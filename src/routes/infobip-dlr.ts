@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { acknowledge } from '../durability.js'
 import { HttpError } from '../errors.js'
 import { depthLimitedJsonParser } from '../json-depth.js'
 import dlrAuth from '../plugins/dlr-auth.js'
@@ -59,6 +60,7 @@ const infobipDlr: FastifyPluginAsyncTypebox = async (app) => {
       }
       annotate({ [ATTR.reportCount]: results.length })
       await queue.add('dlr', { body: request.dlrBody }, dlrJobOptions)
+      await acknowledge(app.queueRedis, app.config)
       return { received: results.length }
     },
   )

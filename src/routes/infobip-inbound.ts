@@ -1,4 +1,5 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { acknowledge } from '../durability.js'
 import { HttpError } from '../errors.js'
 import { depthLimitedJsonParser } from '../json-depth.js'
 import dlrAuth from '../plugins/dlr-auth.js'
@@ -65,6 +66,7 @@ const infobipInbound: FastifyPluginAsyncTypebox = async (app) => {
         throw new HttpError(413, `body/results has ${results.length} messages; at most ${DLR_MAX_RESULTS} per POST`, 'TOO_MANY_RESULTS')
       }
       await queue.add('inbound', { body: request.inboundBody }, inboundJobOptions)
+      await acknowledge(app.queueRedis, app.config)
       return { received: results.length }
     },
   )

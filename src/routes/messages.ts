@@ -7,6 +7,7 @@ import { FieldError, HttpError } from '../errors.js'
 import { countCreated, countTransitions } from '../metrics.js'
 import { registerRateLimit } from '../plugins/rate-limit.js'
 import { Cancels } from '../cancels.js'
+import { acknowledge, writesFrom } from '../durability.js'
 import { callbackJobOptions } from '../callbacks.js'
 import { makeAfterChanges } from '../changes.js'
 import { MessageResource } from '../domain/message.js'
@@ -27,7 +28,7 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
     callbackOptions: callbackJobOptions(config),
     onApplied: countTransitions(app.metrics),
   })
-  const writer = new GroupCommit({ store: app.store, sendQueue: app.queues.send, config, afterChanges })
+  const writer = new GroupCommit({ store: app.store, sendQueue: app.queues.send, config, afterChanges, connections: [app.redis, app.queueRedis] })
   const cancels = new Cancels(app.store, app.queues.send, afterChanges)
   const deps = { config, store: app.store, writer, onCreated: (n: number, tenant: string) => countCreated(app.metrics, n, tenant) }
   app.addHook('onRequest', app.authenticate)
@@ -139,6 +140,7 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request, reply) => {
       const { id } = request.params
+      const writes = writesFrom(app.redis, app.queueRedis)
       const [result] = await cancels.cancel(request.tenant.name, [id])
       const [message] = await app.store.getOwned(request.tenant.name, [id])
       if (result!.result === 'missing' || !message) throw notFound(id)
@@ -151,6 +153,7 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
           resource: message,
         })
       }
+      await acknowledge(writes, config)
       return message
     },
   )
@@ -175,7 +178,12 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
         },
       },
     },
-    async (request) => cancels.byReference(request.tenant.name, request.body.reference),
+    async (request) => {
+      const writes = writesFrom(app.redis, app.queueRedis)
+      const counts = await cancels.byReference(request.tenant.name, request.body.reference)
+      await acknowledge(writes, config)
+      return counts
+    },
   )
 }
 

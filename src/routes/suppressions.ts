@@ -1,6 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { normalizePhone } from '../domain/phone.js'
+import { acknowledge } from '../durability.js'
 import { FieldError, HttpError } from '../errors.js'
 import { registerRateLimit } from '../plugins/rate-limit.js'
 import { ErrorResponse } from '../schemas/messages.js'
@@ -54,6 +55,7 @@ const suppressions: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request) => {
       const [entry] = await app.store.suppress([request.tenant.name], number(request.params.to), { reason: request.body.reason ?? null, source: 'api' })
+      await acknowledge(app.redis, app.config)
       return entry
     },
   )
@@ -85,13 +87,14 @@ const suppressions: FastifyPluginAsyncTypebox = async (app) => {
         tags,
         security,
         params: ToParams,
-        response: { 204: Type.Null(), 400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse },
+        response: { 204: Type.Null(), 400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse, 503: ErrorResponse },
       },
     },
     async (request, reply) => {
       const to = number(request.params.to)
       const [removed] = await app.store.unsuppress([request.tenant.name], to)
       if (!removed) throw notFound(to)
+      await acknowledge(app.redis, app.config)
       return reply.code(204).send(null)
     },
   )

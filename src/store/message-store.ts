@@ -286,16 +286,18 @@ export class MessageStore {
     return (await this.#redis.call('ZRANGE', this.keys.byReference(tenant, reference), after ? `(${after}` : '-', '+', 'BYLEX', 'LIMIT', 0, limit)) as string[]
   }
 
-  /** Puts numbers on tenants' suppression lists; an entry already there keeps its `createdAt`. Returns the entries. */
+  /**
+   * Puts a number on tenants' suppression lists. An entry already there keeps its `createdAt` and
+   * `source` (how the number got there first); its reason is replaced. Returns the entries.
+   */
   async suppress(tenants: string[], to: string, entry: Omit<Suppression, 'to' | 'createdAt'>, now = new Date()): Promise<Suppression[]> {
-    const value = JSON.stringify({ reason: entry.reason, source: entry.source, createdAt: now.toISOString() })
     const earlier = (await exec(tenants.reduce((p, tenant) => p.hget(this.keys.suppressions(tenant), to), this.#redis.pipeline()))) as (string | null)[]
     const pipeline = this.#redis.pipeline()
-    const entries = tenants.map((tenant, i) => {
-      const createdAt = earlier[i] ? (JSON.parse(earlier[i]) as Suppression).createdAt : now.toISOString()
-      const stored = earlier[i] ? JSON.stringify({ reason: entry.reason, source: entry.source, createdAt }) : value
-      pipeline.hset(this.keys.suppressions(tenant), to, stored)
-      return { to, reason: entry.reason, source: entry.source, createdAt }
+    const entries = tenants.map((tenant, i): Suppression => {
+      const before = earlier[i] ? (JSON.parse(earlier[i]) as Omit<Suppression, 'to'>) : undefined
+      const stored = { reason: entry.reason, source: before?.source ?? entry.source, createdAt: before?.createdAt ?? now.toISOString() }
+      pipeline.hset(this.keys.suppressions(tenant), to, JSON.stringify(stored))
+      return { to, ...stored }
     })
     await exec(pipeline)
     return entries

@@ -18,7 +18,9 @@ import { BEARER, Chaos, DLR_PATH, histogram, mapLimit, phone, type Stack } from 
 
 const chaos = await Chaos.start(t, 'abuse')
 const DASHBOARD = { BULL_BOARD_USER: 'ops', BULL_BOARD_PASSWORD: 'dashboard-password-0123' }
-const stack = await chaos.stack(DASHBOARD)
+/** The tests below present wrong credentials by the dozen from one address: above the default throttle (test/plugins/auth-throttle.test.ts). */
+const MANY_FAILURES = { AUTH_FAILURES_PER_MINUTE: 100_000 }
+const stack = await chaos.stack({ ...DASHBOARD, ...MANY_FAILURES })
 const apiProc = await stack.startApi()
 const api = stack.api!
 

@@ -11,6 +11,7 @@ import type { Test } from 'tap'
 import { buildApp } from '../../src/app.js'
 import { loadConfig, type Config } from '../../src/config.js'
 import { buildSimulator } from '../../src/simulator/app.js'
+import { createRedis, type RedisSettings } from '../../src/redis.js'
 import { startWorkers } from '../../workers/start.js'
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
@@ -54,9 +55,9 @@ export function writeTenantsFile(t: Test, tenants: Record<string, Record<string,
   return path
 }
 
-/** Deletes every key under the prefix (and the prefix's BullMQ queues). */
-export async function cleanup(prefix: string): Promise<void> {
-  const redis = new Redis(REDIS_URL)
+/** Deletes every key under the prefix (and the prefix's BullMQ queues), in the Redis of `where` (a config). */
+export async function cleanup(prefix: string, where: RedisSettings | string = REDIS_URL): Promise<void> {
+  const redis = createRedis(where, 'worker', { lazyConnect: false })
   try {
     let cursor = '0'
     do {
@@ -74,7 +75,7 @@ export async function buildTestApp(t: Test, config: Config) {
   const app = await buildApp(config, { logger: false })
   t.teardown(async () => {
     await app.close()
-    await cleanup(config.KEY_PREFIX)
+    await cleanup(config.KEY_PREFIX, config)
   })
   return app
 }
@@ -148,7 +149,7 @@ export async function startSystem(
   t.teardown(async () => {
     await workers.close()
     // The workers' last metrics flush may land after the app's own cleanup.
-    await cleanup(config.KEY_PREFIX)
+    await cleanup(config.KEY_PREFIX, config)
   })
   return { sim, app, config, apiUrl }
 }

@@ -1,6 +1,6 @@
 import type { LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
-import { AUTH_FAILURES_PER_MINUTE, authFailuresKey } from '../../src/plugins/auth-throttle.js'
+import { authFailuresKey } from '../../src/plugins/auth-throttle.js'
 import { buildTestApp, DLR_TOKEN, testConfig, waitFor } from '../helpers/index.js'
 
 const USER = 'ops'
@@ -8,6 +8,7 @@ const PASSWORD = 'board-password-0123'
 const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`
 
 const config = testConfig('auth-throttle', { BULL_BOARD_USER: USER, BULL_BOARD_PASSWORD: PASSWORD })
+const { AUTH_FAILURES_PER_MINUTE } = config
 const app = await buildTestApp(t, config)
 
 const dlr = (remoteAddress: string, token: string) =>

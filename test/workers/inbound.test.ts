@@ -18,7 +18,7 @@ const SHARED_NUMBER = '41780000000'
 const { app, sim, apiUrl } = await startSystem(t, 'inbound', {
   TENANTS_FILE: writeTenantsFile(t, {
     acme: { apiKeys: [KEY_A], inboundNumbers: [ACME_NUMBER] },
-    beta: { apiKeys: [KEY_B], allowedSenders: ['BETA', `+${BETA_NUMBER}`] },
+    beta: { apiKeys: [KEY_B], defaultSender: 'BETA', allowedSenders: ['BETA', `+${BETA_NUMBER}`] },
   }),
 })
 
