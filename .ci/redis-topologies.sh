@@ -25,7 +25,8 @@ start_server() {
   local port=$1
   shift
   mkdir -p "$DIR/$port"
-  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+  # No diskless-sync delay: a demoted master resyncs from the new one at once, not 5 s later.
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes --repl-diskless-sync-delay 0 \
     --dir "$DIR/$port" --pidfile "$DIR/$port/redis.pid" --logfile "$DIR/$port/redis.log" "$@"
 }
 

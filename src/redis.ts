@@ -34,6 +34,9 @@ export function createRedis(where: RedisSettings | string, role: 'producer' | 'w
     ...extra,
   }
   const redis = settings.REDIS_SENTINELS ? new Redis({ ...sentinelOptions(settings), ...options }) : new Redis(settings.REDIS_URL, options)
+  // ioredis 6 closes the failover detector's sentinel connections on disconnect() but not after
+  // quit(), and they would keep the process alive: an ended connection is disconnected as well.
+  if (settings.REDIS_SENTINELS) redis.on('end', () => redis.disconnect())
   // Connection errors surface through the commands that fail (503 in the API, retries in workers)
   // and through /ready; an unhandled 'error' event would only print a stack trace per reconnect.
   redis.on('error', () => {})

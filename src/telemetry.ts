@@ -29,6 +29,21 @@ export async function stopTracing(): Promise<void> {
   await sdk?.shutdown()
 }
 
+/**
+ * The instrumentations in use: OTEL_NODE_ENABLED_INSTRUMENTATIONS (the standard list, e.g.
+ * `fastify,undici,ioredis`) when set; else the HTTP ones. A span per Redis command (ioredis) is a
+ * dozen more spans per message and a tenth of the throughput (docs/tracing.md#cost): on request only.
+ */
+function enabled(name: 'fastify' | 'undici' | 'ioredis'): boolean {
+  const list = env.OTEL_NODE_ENABLED_INSTRUMENTATIONS
+  if (list)
+    return list
+      .split(',')
+      .map((s) => s.trim())
+      .includes(name)
+  return name !== 'ioredis'
+}
+
 function startSdk(): SdkNode.NodeSDK {
   const { NodeSDK } = require('@opentelemetry/sdk-node') as typeof SdkNode
   const { FastifyOtelInstrumentation } = require('@fastify/otel') as typeof FastifyOtel
@@ -41,24 +56,25 @@ function startSdk(): SdkNode.NodeSDK {
     metricReaders: [],
     logRecordProcessors: [],
     instrumentations: [
-      new FastifyOtelInstrumentation({
-        registerOnInitialization: true,
-        // A request span and its handler's, which also runs the handler in the request's context
-        // however its body arrived; a span per lifecycle hook would double the cost.
-        instrumentHooks: false,
-        lifecycleHook(span, { hookName }) {
-          // Named after the plugin around an anonymous handler by default, which misleads.
-          if (hookName === 'handler') span.updateName('handler')
-        },
-        // The simulator's routes stand in for Infobip, which neither continues our traces nor sends
-        // its own: untraced, a report's trace in development looks as it will in production.
-        ignorePaths: ({ url }) => UNTRACED.test(url),
-        requestHook(span, request) {
-          span.updateName(`${request.method} ${request.routeOptions.url ?? ''}`.trim())
-          // Fastify's `url.path` is the URL with its query string, where /infobip-dlr has its token.
-          span.setAttribute('url.path', request.url.split('?')[0]!)
-        },
-      }),
+      enabled('fastify') &&
+        new FastifyOtelInstrumentation({
+          registerOnInitialization: true,
+          // A request span and its handler's, which also runs the handler in the request's context
+          // however its body arrived; a span per lifecycle hook would double the cost.
+          instrumentHooks: false,
+          lifecycleHook(span, { hookName }) {
+            // Named after the plugin around an anonymous handler by default, which misleads.
+            if (hookName === 'handler') span.updateName('handler')
+          },
+          // The simulator's routes stand in for Infobip, which neither continues our traces nor sends
+          // its own: untraced, a report's trace in development looks as it will in production.
+          ignorePaths: ({ url }) => UNTRACED.test(url),
+          requestHook(span, request) {
+            span.updateName(`${request.method} ${request.routeOptions.url ?? ''}`.trim())
+            // Fastify's `url.path` is the URL with its query string, where /infobip-dlr has its token.
+            span.setAttribute('url.path', request.url.split('?')[0]!)
+          },
+        }),
       new IORedisInstrumentation({
         // The command's name only: its arguments are keys, numbers and message texts.
         dbStatementSerializer: (command) => command,
@@ -72,7 +88,7 @@ function startSdk(): SdkNode.NodeSDK {
           return { 'url.full': url, 'url.query': url.slice(url.indexOf('?') + 1) }
         },
       }),
-    ],
+    ].filter((instrumentation) => instrumentation !== false),
   })
   sdk.start()
   // ioredis is CommonJS, imported by ESM: only a require() goes through the instrumentation's hook.

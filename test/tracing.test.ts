@@ -13,6 +13,8 @@ Object.assign(process.env, {
   OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json',
   OTEL_BSP_SCHEDULE_DELAY: '50',
   OTEL_SERVICE_NAME: 'sms-api',
+  // Redis command spans are off unless asked for (docs/tracing.md#cost): asked for here, to check what they hold.
+  OTEL_NODE_ENABLED_INSTRUMENTATIONS: 'fastify,undici,ioredis',
 })
 const { stopTracing, tracingEnabled } = await import('../src/telemetry.js')
 const { trace } = await import('@opentelemetry/api')
