@@ -1,4 +1,4 @@
-import type { FastifyBodyParser } from 'fastify'
+import type { FastifyBodyParser, FastifyInstance } from 'fastify'
 import { HttpError } from './errors.js'
 
 /** The deepest nesting a JSON body may have; real ones (messages, Infobip reports) nest four levels at most. */
@@ -44,4 +44,30 @@ export function depthLimitedJsonParser(parse: FastifyBodyParser<string>): Fastif
     }
     return parse(request, body, done)
   }
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** On the routes Infobip calls: the body as received, checked to be JSON; their jobs store it as it is. */
+    rawBody: string
+  }
+}
+
+/**
+ * For the routes Infobip calls (`/infobip-dlr`, `/infobip-inbound`), in their own scope: whatever
+ * Content-Type Infobip or a proxy puts on it, the body must be JSON — not JSON, or nested deeper than
+ * the API's other JSON routes allow, is a 400 — and its text is kept as `request.rawBody`, so that the
+ * job stores it without serialising it again.
+ */
+export function parseAnyBodyAsJson(app: FastifyInstance): void {
+  app.removeAllContentTypeParsers()
+  const parseJson = depthLimitedJsonParser(app.getDefaultJsonParser('error', 'error'))
+  app.decorateRequest('rawBody', '')
+  app.addContentTypeParser('*', { parseAs: 'string' }, (request, body, done) => {
+    void parseJson(request, body as string, (error, value) => {
+      if (error) return done(error)
+      request.rawBody = body as string
+      done(null, value)
+    })
+  })
 }

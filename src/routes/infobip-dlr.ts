@@ -1,19 +1,12 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { acknowledge } from '../durability.js'
 import { HttpError } from '../errors.js'
-import { depthLimitedJsonParser } from '../json-depth.js'
+import { parseAnyBodyAsJson } from '../json-depth.js'
 import dlrAuth from '../plugins/dlr-auth.js'
 import { dlrJobOptions } from '../queues.js'
 import { ErrorResponse } from '../schemas/messages.js'
 import { DLR_MAX_RESULTS, DlrAccepted, DlrBody, DlrHeaders, DlrQuery } from '../schemas/infobip.js'
 import { annotate, ATTR } from '../tracing.js'
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    /** `/infobip-dlr`: the body as received, checked to be JSON; the dlr job stores it as it is. */
-    dlrBody: string
-  }
-}
 
 /** 2,000 realistic reports take about 1.5 MB; pretty-printed ones up to twice that. */
 const BODY_LIMIT = 4 * 1024 * 1024
@@ -26,18 +19,7 @@ const infobipDlr: FastifyPluginAsyncTypebox = async (app) => {
   await app.register(dlrAuth)
   const queue = app.queues.dlr
 
-  // Whatever Content-Type Infobip or a proxy puts on it, the body must be JSON: not JSON, or nested
-  // deeper than the API's other JSON routes allow, is a 400.
-  app.removeAllContentTypeParsers()
-  const parseJson = depthLimitedJsonParser(app.getDefaultJsonParser('error', 'error'))
-  app.decorateRequest('dlrBody', '')
-  app.addContentTypeParser('*', { parseAs: 'string' }, (request, body, done) => {
-    void parseJson(request, body as string, (error, value) => {
-      if (error) return done(error)
-      request.dlrBody = body as string
-      done(null, value)
-    })
-  })
+  parseAnyBodyAsJson(app)
 
   app.post(
     '/infobip-dlr',
@@ -59,7 +41,7 @@ const infobipDlr: FastifyPluginAsyncTypebox = async (app) => {
         throw new HttpError(413, `body/results has ${results.length} reports; at most ${DLR_MAX_RESULTS} per POST`, 'TOO_MANY_RESULTS')
       }
       annotate({ [ATTR.reportCount]: results.length })
-      await queue.add('dlr', { body: request.dlrBody }, dlrJobOptions)
+      await queue.add('dlr', { body: request.rawBody }, dlrJobOptions)
       await acknowledge(app.queueRedis, app.config)
       return { received: results.length }
     },

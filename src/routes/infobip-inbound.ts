@@ -1,18 +1,11 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { acknowledge } from '../durability.js'
 import { HttpError } from '../errors.js'
-import { depthLimitedJsonParser } from '../json-depth.js'
+import { parseAnyBodyAsJson } from '../json-depth.js'
 import dlrAuth from '../plugins/dlr-auth.js'
 import { inboundJobOptions } from '../queues.js'
 import { ErrorResponse } from '../schemas/messages.js'
 import { DLR_MAX_RESULTS, DlrHeaders, DlrQuery, InboundAccepted, InboundBody } from '../schemas/infobip.js'
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    /** `/infobip-inbound`: the body as received, checked to be JSON; the inbound job stores it as it is. */
-    inboundBody: string
-  }
-}
 
 /** As for delivery reports: up to 2,000 messages, pretty-printed. */
 const BODY_LIMIT = 4 * 1024 * 1024
@@ -26,17 +19,7 @@ const infobipInbound: FastifyPluginAsyncTypebox = async (app) => {
   await app.register(dlrAuth)
   const queue = app.queues.inbound
 
-  // Whatever Content-Type Infobip or a proxy puts on it, the body must be JSON (see infobip-dlr.ts).
-  app.removeAllContentTypeParsers()
-  const parseJson = depthLimitedJsonParser(app.getDefaultJsonParser('error', 'error'))
-  app.decorateRequest('inboundBody', '')
-  app.addContentTypeParser('*', { parseAs: 'string' }, (request, body, done) => {
-    void parseJson(request, body as string, (error, value) => {
-      if (error) return done(error)
-      request.inboundBody = body as string
-      done(null, value)
-    })
-  })
+  parseAnyBodyAsJson(app)
 
   app.post(
     '/infobip-inbound',
@@ -65,7 +48,7 @@ const infobipInbound: FastifyPluginAsyncTypebox = async (app) => {
       if (results.length > DLR_MAX_RESULTS) {
         throw new HttpError(413, `body/results has ${results.length} messages; at most ${DLR_MAX_RESULTS} per POST`, 'TOO_MANY_RESULTS')
       }
-      await queue.add('inbound', { body: request.inboundBody }, inboundJobOptions)
+      await queue.add('inbound', { body: request.rawBody }, inboundJobOptions)
       await acknowledge(app.queueRedis, app.config)
       return { received: results.length }
     },
