@@ -1,5 +1,3 @@
-import { createServer, type IncomingHttpHeaders } from 'node:http'
-import { once } from 'node:events'
 import { pino } from 'pino'
 import { Webhook } from 'standardwebhooks'
 import t, { type Test } from 'tap'
@@ -10,31 +8,7 @@ import type { CallbackJob } from '../src/callbacks.js'
 import type { Transition } from '../src/domain/message.js'
 import { makeApplyTransitions } from '../src/changes.js'
 import { makeCallbackProcessor } from '../workers/callback.js'
-import { AUTH, buildTestApp, CALLBACK_SECRET, startSystem, testConfig, waitFor } from './helpers/index.js'
-
-interface Received {
-  headers: IncomingHttpHeaders
-  body: string
-  json: { eventId: string; messageId: string; seq: number; status: string; previousStatus: string; final: boolean; reference: string | null }
-}
-
-/** A client's callback receiver over real HTTP; `answer` decides each response's status code. */
-async function receiver(t: Test, answer: (r: Received, n: number) => number = () => 204) {
-  const received: Received[] = []
-  const server = createServer((req, res) => {
-    let body = ''
-    req.on('data', (c) => (body += c))
-    req.on('end', () => {
-      const r = { headers: req.headers, body, json: JSON.parse(body) }
-      received.push(r)
-      res.writeHead(answer(r, received.length)).end()
-    })
-  })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  t.teardown(() => server.close())
-  return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}/sms-status`, received }
-}
+import { AUTH, buildTestApp, CALLBACK_SECRET, startSystem, testConfig, waitFor, callbackReceiver } from './helpers/index.js'
 
 /** The whole system, and a way to send a message with a callback URL. */
 async function system(t: Test, env: Record<string, string | number | boolean> = {}) {
@@ -48,7 +22,7 @@ async function system(t: Test, env: Record<string, string | number | boolean> = 
 }
 
 t.test('every status change after QUEUED is POSTed, signed per Standard Webhooks, in seq order', async (t) => {
-  const hook = await receiver(t)
+  const hook = await callbackReceiver(t)
   const { send } = await system(t)
   const id = await send('+41793020010', hook.url)
   await waitFor(() => hook.received.some((r) => r.json.final), 15_000, 'the final callback')
@@ -82,7 +56,7 @@ t.test('every status change after QUEUED is POSTed, signed per Standard Webhooks
 })
 
 t.test('a 500 is retried with the same webhook-id until it succeeds', async (t) => {
-  const hook = await receiver(t, (_r, n) => (n <= 2 ? 500 : 200))
+  const hook = await callbackReceiver(t, (_r, n) => (n <= 2 ? 500 : 200))
   const { send } = await system(t)
   const id = await send('+41793020009', hook.url) // 0009: no report, so one event: PENDING
   await waitFor(() => hook.received.length >= 3, 15_000, 'three deliveries')
@@ -93,7 +67,7 @@ t.test('a 500 is retried with the same webhook-id until it succeeds', async (t) 
 })
 
 t.test('410 Gone stops every later delivery for the message', async (t) => {
-  const hook = await receiver(t, () => 410)
+  const hook = await callbackReceiver(t, () => 410)
   const { app, send } = await system(t)
   const id = await send('+41793026727', hook.url)
   await waitFor(async () => (await app.store.get(id))?.status === 'DELIVERED', 15_000, 'delivered')
@@ -107,7 +81,7 @@ t.test('410 Gone stops every later delivery for the message', async (t) => {
 
 t.test('a callback that exhausts its retries is dead-lettered and can be replayed', async (t) => {
   let healthy = false
-  const hook = await receiver(t, () => (healthy ? 200 : 503))
+  const hook = await callbackReceiver(t, () => (healthy ? 200 : 503))
   const { app, send } = await system(t, { CALLBACK_MAX_ATTEMPTS: 2 })
   const id = await send('+41793020009', hook.url)
   const eventId = `${id}-2`
@@ -182,7 +156,7 @@ t.test('without CALLBACK_SIGNING_SECRET a callbackUrl is refused', async (t) => 
 })
 
 t.test('at delivery time, a host that resolves to a private address is refused (DNS rebinding)', async (t) => {
-  const hook = await receiver(t)
+  const hook = await callbackReceiver(t)
   const app = await buildTestApp(t, testConfig('rebinding'))
   const processor = makeCallbackProcessor({
     store: app.store,

@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { once } from 'node:events'
+import { createServer, type IncomingHttpHeaders } from 'node:http'
 import { rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -45,6 +46,31 @@ export function testEnv(name: string, env: Record<string, string | number | bool
     ...env,
   }
   return Object.fromEntries(Object.entries(base).map(([k, v]) => [k, String(v)]))
+}
+
+/** One delivery a callback receiver got: its headers, its body as sent, and that body parsed. */
+export interface ReceivedCallback {
+  headers: IncomingHttpHeaders
+  body: string
+  json: { eventId: string; messageId: string; seq: number; status: string; previousStatus: string; final: boolean; reference: string | null }
+}
+
+/** A client's callback receiver over real HTTP; `answer` decides each response's status code. */
+export async function callbackReceiver(t: Test, answer: (r: ReceivedCallback, n: number) => number = () => 204) {
+  const received: ReceivedCallback[] = []
+  const server = createServer((req, res) => {
+    let body = ''
+    req.on('data', (c) => (body += c))
+    req.on('end', () => {
+      const r = { headers: req.headers, body, json: JSON.parse(body) as ReceivedCallback['json'] }
+      received.push(r)
+      res.writeHead(answer(r, received.length)).end()
+    })
+  })
+  server.listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  t.teardown(() => server.close())
+  return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}/sms-status`, received }
 }
 
 /** Writes a tenants file (docs/tenants.md) for one test; removed when the test ends. Returns its path. */

@@ -1,5 +1,3 @@
-import { createServer } from 'node:http'
-import { once } from 'node:events'
 import { Writable } from 'node:stream'
 import { pino } from 'pino'
 import { Webhook } from 'standardwebhooks'
@@ -7,7 +5,19 @@ import t, { type Test } from 'tap'
 import { buildApp } from '../../src/app.js'
 import { loggerOptions } from '../../src/logger.js'
 import { startWorkers } from '../../workers/start.js'
-import { buildTestApp, CALLBACK_SECRET, cleanup, countWrites, startSimulator, startSystem, testConfig, waitFor, writeTenantsFile } from '../helpers/index.js'
+import {
+  buildTestApp,
+  CALLBACK_SECRET,
+  cleanup,
+  countWrites,
+  startSimulator,
+  startSystem,
+  testConfig,
+  waitFor,
+  writeTenantsFile,
+  callbackReceiver,
+  type ReceivedCallback,
+} from '../helpers/index.js'
 
 /** Two tenants besides `default` (API_KEYS): acme with two keys and its own settings, beta with none. */
 const KEY_A = 'sk_acme_live_0123456789abcdef'
@@ -24,26 +34,9 @@ const tenants = (t: Test, acme: Record<string, unknown> = {}) =>
     beta: { apiKeys: [KEY_B] },
   })
 
-/** A callback receiver over real HTTP: `fail` answers 500 to every delivery (for dead letters). */
-async function receiver(t: Test, fail = false) {
-  const received: { headers: Record<string, string>; body: string }[] = []
-  const server = createServer((req, res) => {
-    let body = ''
-    req.on('data', (c) => (body += c))
-    req.on('end', () => {
-      received.push({ headers: req.headers as Record<string, string>, body })
-      res.writeHead(fail ? 500 : 204).end()
-    })
-  })
-  server.listen(0, '127.0.0.1')
-  await once(server, 'listening')
-  t.teardown(() => server.close())
-  return { url: `http://127.0.0.1:${(server.address() as { port: number }).port}/hook`, received }
-}
-
 t.test('isolation: another tenant’s message is unknown on every route that takes an id, a reference, a number or a cursor', async (t) => {
   const { app } = await startSystem(t, 'tenants', { TENANTS_FILE: tenants(t), CALLBACK_MAX_ATTEMPTS: 1, WORKER_QUEUES: 'send,dlr,callback' })
-  const dead = await receiver(t, true)
+  const dead = await callbackReceiver(t, () => 500)
   const post = (headers: Record<string, string>, payload: object, extra: Record<string, string> = {}) =>
     app.inject({ method: 'POST', url: '/messages', headers: { ...headers, ...extra }, payload })
   const get = (headers: Record<string, string>, url: string) => app.inject({ url, headers })
@@ -150,18 +143,18 @@ t.test('rate limits: a tenant’s keys share its rateLimitPerMinute; other tenan
 })
 
 t.test('callbacks are signed with the tenant’s secret, else the global one', async (t) => {
-  const hook = await receiver(t)
+  const hook = await callbackReceiver(t)
   const { app } = await startSystem(t, 'tenants-sign', { TENANTS_FILE: tenants(t) })
   const send = async (headers: Record<string, string>) => {
     const res = await app.inject({ method: 'POST', url: '/messages', headers, payload: { to: '+41793024242', text: 'x', callbackUrl: hook.url } })
     return res.json<{ id: string }>().id
   }
   const [a, b] = [await send(A), await send(B)]
-  const final = (id: string) => hook.received.find((r) => r.body.includes(id) && r.body.includes('"final":true'))
+  const final = (id: string) => hook.received.find((r) => r.json.messageId === id && r.json.final)
   await waitFor(() => final(a) && final(b), 15_000, 'both final callbacks')
-  const verify = (secret: string, r: { headers: Record<string, string>; body: string }) => {
+  const verify = (secret: string, r: ReceivedCallback) => {
     try {
-      new Webhook(secret).verify(r.body, r.headers)
+      new Webhook(secret).verify(r.body, r.headers as Record<string, string>)
       return true
     } catch {
       return false
