@@ -1,6 +1,5 @@
 import { randomUUID } from 'node:crypto'
 import type { IncomingMessage } from 'node:http'
-import { isIP } from 'node:net'
 import fastifyEnv from '@fastify/env'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import Fastify, {
@@ -11,7 +10,7 @@ import Fastify, {
   type FastifySchemaValidationError,
   type FastifyServerOptions,
 } from 'fastify'
-import { ConfigError, ConfigSchema, listOf, type Config } from './config.js'
+import { ConfigSchema, subnetsOf, type Config } from './config.js'
 import { HttpError, isRedisUnavailable } from './errors.js'
 import { depthLimitedJsonParser } from './json-depth.js'
 import { loggerOptions } from './logger.js'
@@ -124,16 +123,7 @@ export async function buildApp(config: Config, options: BuildOptions = {}): Prom
 function trustedProxies(value: string): boolean | string[] {
   const setting = value.trim().toLowerCase()
   if (setting === 'true' || setting === 'false') return setting === 'true'
-  const entries = listOf(value)
-  for (const entry of entries) {
-    const [address = '', bits, ...extra] = entry.split('/')
-    const family = isIP(address)
-    const prefix = bits === undefined ? 0 : /^\d{1,3}$/.test(bits) ? Number(bits) : NaN
-    if (family === 0 || !(prefix <= (family === 6 ? 128 : 32)) || extra.length > 0) {
-      throw new ConfigError(`Invalid configuration: TRUST_PROXY must be false, true or comma-separated IP addresses or CIDRs (got ${JSON.stringify(entry)})`)
-    }
-  }
-  return entries
+  return subnetsOf(value, 'TRUST_PROXY', 'false, true or comma-separated IP addresses or CIDRs').map((subnet) => subnet.entry)
 }
 
 /** A client's id of 1–64 safe characters is kept (docs/api.md#request-ids); anything else could forge log lines or headers. */

@@ -1,5 +1,6 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
+import { isIP } from 'node:net'
 
 /**
  * The whole environment of every process (API, workers, simulator), validated once at start-up.
@@ -164,6 +165,31 @@ export const listOf = (value: string | undefined): string[] =>
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean)
+
+export interface Subnet {
+  /** As written: an address, or an address and `/bits`. */
+  entry: string
+  address: string
+  prefix: number
+  family: 'ipv4' | 'ipv6'
+}
+
+/**
+ * A comma-separated list of IP addresses and CIDRs (`10.0.0.0/8, 2001:db8::/32, 203.0.113.7`); an
+ * entry that is neither throws a ConfigError naming `variable` and saying what it `must` be.
+ */
+export function subnetsOf(value: string | undefined, variable: string, must: string): Subnet[] {
+  return listOf(value).map((entry) => {
+    const [address = '', bits, ...extra] = entry.split('/')
+    const family = isIP(address)
+    const max = family === 6 ? 128 : 32
+    const prefix = bits === undefined ? max : /^\d{1,3}$/.test(bits) ? Number(bits) : NaN
+    if (family === 0 || !(prefix <= max) || extra.length > 0) {
+      throw new ConfigError(`Invalid configuration: ${variable} must be ${must} (got ${JSON.stringify(entry)})`)
+    }
+    return { entry, address, prefix, family: family === 6 ? 'ipv6' : 'ipv4' }
+  })
+}
 
 /** The URL Infobip posts delivery reports to; the token travels in the query string. */
 export const dlrUrl = (config: Config): string =>

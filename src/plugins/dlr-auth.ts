@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto'
 import { BlockList, isIP } from 'node:net'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
-import { ConfigError, listOf } from '../config.js'
+import { subnetsOf } from '../config.js'
 import { HttpError } from '../errors.js'
 import { matchSecret } from './auth.js'
 
@@ -51,18 +51,9 @@ function presentedTokens(request: FastifyRequest): string[] {
 
 /** `10.0.0.0/8, 2001:db8::/32, 203.0.113.7` → a BlockList used as an allow-list; undefined = any source. */
 function allowList(value: string | undefined): BlockList | undefined {
-  const entries = listOf(value)
-  if (entries.length === 0) return undefined
+  const subnets = subnetsOf(value, 'DLR_ALLOWED_IPS', 'comma-separated IP addresses or CIDRs')
+  if (subnets.length === 0) return undefined
   const list = new BlockList()
-  for (const entry of entries) {
-    const [address = '', bits, ...extra] = entry.split('/')
-    const family = isIP(address)
-    const max = family === 6 ? 128 : 32
-    const prefix = bits === undefined ? max : /^\d{1,3}$/.test(bits) ? Number(bits) : NaN
-    if (family === 0 || !(prefix <= max) || extra.length > 0) {
-      throw new ConfigError(`Invalid configuration: DLR_ALLOWED_IPS must be comma-separated IP addresses or CIDRs (got ${JSON.stringify(entry)})`)
-    }
-    list.addSubnet(address, prefix, family === 6 ? 'ipv6' : 'ipv4')
-  }
+  for (const { address, prefix, family } of subnets) list.addSubnet(address, prefix, family)
   return list
 }
