@@ -11,6 +11,7 @@ import type { NewMessageBody } from './schemas/messages.js'
 import type { MessageStore } from './store/message-store.js'
 import type { Message, NewMessage } from './domain/message.js'
 import type { Tenant } from './tenants.js'
+import { inShard } from './shards.js'
 import { annotate, ATTR } from './tracing.js'
 
 const MAX_SCHEDULE_MS = 180 * 24 * 60 * 60 * 1000
@@ -29,8 +30,11 @@ function pooledRandom(): number {
   return randomPool[nextRandom++]! / 256
 }
 const ulid = monotonicFactory(pooledRandom)
-/** `msg_` and a ULID, whose first ten characters are the time (ms): ids sort by creation. */
-export const newMessageId = (time = Date.now()): string => `msg_${ulid(time)}`
+/**
+ * `msg_` and a ULID, whose first ten characters are the time (ms): ids sort by creation. The next
+ * character names the message's shard (src/shards.ts).
+ */
+export const newMessageId = (time = Date.now(), shard = 0): string => inShard(`msg_${ulid(time)}`, shard)
 
 export interface AcceptDeps {
   config: Config
@@ -60,7 +64,9 @@ export async function acceptMessages(
   idempotencyKey?: string,
 ): Promise<Accepted> {
   const now = Date.now()
-  const messages = bodies.map((body, i) => prepare(body, fieldPrefix(i), tenant, deps.config, now))
+  // A request's messages share a shard, the one its idempotency key lives in.
+  const shard = deps.store.shardFor(tenant.name, idempotencyKey)
+  const messages = bodies.map((body, i) => prepare(body, fieldPrefix(i), tenant, deps.config, now, shard))
   await checkCallbackUrls(bodies, fieldPrefix, tenant, deps.config)
 
   if (idempotencyKey) {
@@ -110,7 +116,7 @@ async function checkCallbackUrls(bodies: NewMessageBody[], fieldPrefix: (i: numb
   }
 }
 
-function prepare(body: NewMessageBody, field: string, tenant: Tenant, config: Config, now: number): NewMessage {
+function prepare(body: NewMessageBody, field: string, tenant: Tenant, config: Config, now: number, shard: number): NewMessage {
   const to = normalizePhone(body.to)
   if (!to) throw new FieldError(`${field}/to`, 'must be a valid international phone number, e.g. +41 79 302 67 27')
   // JSON may carry a lone surrogate (\ud800), which Redis would store as U+FFFD: not the text accepted.
@@ -128,7 +134,7 @@ function prepare(body: NewMessageBody, field: string, tenant: Tenant, config: Co
     sendAt = new Date(at).toISOString()
   }
   return {
-    id: newMessageId(now),
+    id: newMessageId(now, shard),
     tenant: tenant.name,
     createdAt: new Date(now),
     to,

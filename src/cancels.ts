@@ -1,8 +1,7 @@
-import type { Queue } from 'bullmq'
 import type { AfterChanges } from './changes.js'
 import { madeChange } from './changes.js'
 import { STATUS } from './domain/status.js'
-import type { SendJob } from './queues.js'
+import type { Partitioned, SendJob } from './queues.js'
 import type { CancelResult, MessageStore } from './store/message-store.js'
 
 /** Ids per page of a campaign cancel: ten CANCEL calls in one pipeline. */
@@ -16,7 +15,7 @@ const PAGE = 1000
 export class Cancels {
   constructor(
     private readonly store: MessageStore,
-    private readonly sendQueue: Queue<SendJob>,
+    private readonly sendQueue: Partitioned<SendJob>,
     private readonly afterChanges: AfterChanges,
   ) {}
 

@@ -1,5 +1,6 @@
-import type { JobsOptions, Queue } from 'bullmq'
+import type { JobsOptions } from 'bullmq'
 import { callbackJobs, type CallbackJob } from './callbacks.js'
+import type { Partitioned } from './queues.js'
 import type { AppliedChange, Transition, TransitionResult } from './domain/message.js'
 import type { MessageStore } from './store/message-store.js'
 import { tracedTransition } from './tracing.js'
@@ -9,7 +10,7 @@ export type ApplyTransitions = (transitions: Transition[]) => Promise<Transition
 export type AfterChanges = (transitions: Transition[], results: TransitionResult[]) => Promise<void>
 
 export interface ChangeHooks {
-  callbackQueue: Queue<CallbackJob>
+  callbackQueue: Partitioned<CallbackJob>
   callbackOptions: JobsOptions
   onApplied?: (transitions: Transition[], results: TransitionResult[]) => void
 }
@@ -23,7 +24,7 @@ export function makeAfterChanges(hooks: ChangeHooks): AfterChanges {
   return async function after(transitions, results) {
     hooks.onApplied?.(transitions, results)
     const jobs = callbackJobs(transitions, results, hooks.callbackOptions)
-    if (jobs.length > 0) await hooks.callbackQueue.addBulk(jobs)
+    if (jobs.length > 0) await hooks.callbackQueue.addBulk(jobs, (job) => job.opts!.jobId!)
   }
 }
 

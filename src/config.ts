@@ -1,3 +1,4 @@
+import { MAX_PARTITIONS } from './shards.js'
 import { Type, type Static } from '@sinclair/typebox'
 import { Value } from '@sinclair/typebox/value'
 import { isIP } from 'node:net'
@@ -21,7 +22,7 @@ export const ConfigSchema = Type.Object({
   /** Sentinel mode (docs/operations.md#redis-deployments): the sentinels, and the name of the master they watch. */
   REDIS_SENTINELS: Type.Optional(Type.String({ pattern: HOST_PORT_LIST })),
   REDIS_SENTINEL_NAME: Type.Optional(Type.String({ minLength: 1 })),
-  /** Cluster mode: accepted here, refused when a process connects (src/redis.ts) until it is supported. */
+  /** Cluster mode (docs/operations.md#redis-deployments): some of the cluster's nodes. */
   REDIS_CLUSTER_NODES: Type.Optional(Type.String({ pattern: HOST_PORT_LIST })),
   /** Credentials and TLS of the Sentinel (and Cluster) nodes; REDIS_URL carries its own. */
   REDIS_USERNAME: Type.Optional(Type.String({ minLength: 1 })),
@@ -30,6 +31,8 @@ export const ConfigSchema = Type.Object({
   /** When > 0, an answer that acknowledges a write waits for that many replicas to have it (src/durability.ts). */
   REDIS_MIN_REPLICAS: Int(0, 0, 100),
   REDIS_WAIT_TIMEOUT_MS: Int(500, 1, 60_000),
+  /** Shards of the store and partitions of every queue (src/shards.ts): may be raised, never lowered. */
+  QUEUE_PARTITIONS: Int(1, 1, MAX_PARTITIONS),
   KEY_PREFIX: Type.String({ default: 'sms', pattern: '^[A-Za-z0-9_.:-]+$' }),
   API_KEYS: Type.Optional(Type.String({ minLength: 1 })),
   TENANTS_FILE: Type.Optional(Type.String({ minLength: 1 })),

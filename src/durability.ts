@@ -1,17 +1,29 @@
-import type { Redis } from 'ioredis'
+import { Cluster, type Redis } from 'ioredis'
 import type { Config } from './config.js'
 import { HttpError } from './errors.js'
+import type { RedisClient } from './redis.js'
 
 type Settings = Pick<Config, 'REDIS_MIN_REPLICAS' | 'REDIS_WAIT_TIMEOUT_MS'>
 
-/** Connections, and the socket each was on when the writes to acknowledge began. */
+/**
+ * Connections, the socket each was on when the writes to acknowledge began, and on a cluster a key
+ * of each hash slot written (the WAIT goes to the node that holds it).
+ */
 export interface Writes {
-  connections: Redis[]
+  connections: RedisClient[]
   sockets: unknown[]
+  slots: string[]
 }
 
-/** Call before writes that are not made just before acknowledge(): it then knows where they went. */
-export const writesFrom = (...connections: Redis[]): Writes => ({ connections, sockets: connections.map((r) => r.stream) })
+/**
+ * Call before writes that are not made just before acknowledge(): it then knows where they went.
+ * `slots` names a key of each slot written, for a cluster; one Redis ignores them.
+ */
+export const writesFrom = (connections: RedisClient[], slots: string[] = []): Writes => ({
+  connections,
+  sockets: connections.map((r) => (r instanceof Cluster ? undefined : r.stream)),
+  slots: [...new Set(slots)],
+})
 
 /**
  * REDIS_MIN_REPLICAS (docs/operations.md#redis-deployments): before an answer acknowledges writes,
@@ -19,11 +31,13 @@ export const writesFrom = (...connections: Redis[]): Writes => ({ connections, s
  * connection that changed socket since the writes (a reconnect, a failover) proves nothing: 503 too.
  * Pass the connections themselves when their writes were answered just before this call.
  */
-export async function acknowledge(writes: Writes | Redis | Redis[], config: Settings): Promise<void> {
+export async function acknowledge(writes: Writes, config: Settings): Promise<void> {
   const n = config.REDIS_MIN_REPLICAS
   if (n === 0) return
-  const { connections, sockets } = 'sockets' in writes ? writes : writesFrom(...[writes].flat())
-  const counts = await Promise.all(connections.map((redis, i) => replicasThatHave(redis, sockets[i], config)))
+  const { connections, sockets, slots } = writes
+  const counts = await Promise.all(
+    connections.flatMap((redis, i) => (redis instanceof Cluster ? slots.map((key) => clusterReplicasThatHave(redis, key, config)) : [replicasThatHave(redis, sockets[i], config)])),
+  )
   const fewest = Math.min(...counts)
   if (fewest < n) throw new ReplicasUnavailable(fewest, n, config.REDIS_WAIT_TIMEOUT_MS)
 }
@@ -36,6 +50,22 @@ export class ReplicasUnavailable extends HttpError {
       `Only ${confirmed} of the ${required} Redis replicas required (REDIS_MIN_REPLICAS) confirmed the write within ${timeoutMs} ms: it may have been applied; retry (with the same Idempotency-Key)`,
       'REPLICAS_UNAVAILABLE',
     )
+  }
+}
+
+/**
+ * On a cluster, a WAIT must reach the master of the slot written, through the connection that wrote:
+ * a pipeline goes to the node of its keys' slot, and a keyless WAIT rides along with a read of a key
+ * in that slot. A failover in between makes the WAIT fail or reach a master without the writes'
+ * replicas: either way it counts too few replicas, and the answer is a 503.
+ */
+async function clusterReplicasThatHave(cluster: Cluster, key: string, config: Settings): Promise<number> {
+  try {
+    const replies = await cluster.pipeline().exists(key).wait(config.REDIS_MIN_REPLICAS, config.REDIS_WAIT_TIMEOUT_MS).exec()
+    const [error, count] = replies?.[1] ?? [new Error('no reply')]
+    return error ? 0 : (count as number)
+  } catch {
+    return 0
   }
 }
 

@@ -1,7 +1,7 @@
-import type { Queue } from 'bullmq'
-import type { Redis } from 'ioredis'
 import type { Config } from './config.js'
-import { sendJobOptions, type SendJob } from './queues.js'
+import { sendJobOptions, type Partitioned, type SendJob } from './queues.js'
+import type { RedisClient } from './redis.js'
+import { shardOf } from './shards.js'
 import type { MessageStore } from './store/message-store.js'
 import { inBatches, SUPPRESSED_ERROR, type Message, type NewMessage } from './domain/message.js'
 import { STATUS } from './domain/status.js'
@@ -19,26 +19,27 @@ interface Waiting {
 
 /**
  * Group commit of new messages. The messages of every request that reaches this point in the same
- * event-loop turn are written together: their records in one MULTI, their send jobs (up to 100
- * messages each, whichever request they came from) in one addBulk, and one ZREM from the outbox.
- * Under load, three Redis round trips per request become three per turn, and single messages share
- * send jobs, which the send workers submit to Infobip in one request each.
+ * event-loop turn are written together: their records in one MULTI per shard, their send jobs (up to
+ * 100 messages of one shard each, whichever request they came from) in one addBulk per partition, and
+ * one ZREM per shard from the outbox. Under load, three Redis round trips per request become three
+ * per turn, and single messages share send jobs, which the send workers submit to Infobip in one
+ * request each.
  *
  * A group is all or nothing: if its jobs cannot be added its records are removed again, and every
  * request in it fails (503), so no request is answered for messages that are not stored.
  */
 export class GroupCommit {
   readonly #store: MessageStore
-  readonly #queue: Queue<SendJob>
+  readonly #queue: Partitioned<SendJob>
   readonly #config: Config
   #group: Waiting[] = []
   #size = 0
 
   readonly #afterChanges: AfterChanges
   /** The store's and the queue's connections: a group's writes are acknowledged on both (REDIS_MIN_REPLICAS). */
-  readonly #connections: Redis[]
+  readonly #connections: RedisClient[]
 
-  constructor(deps: { store: MessageStore; sendQueue: Queue<SendJob>; config: Config; afterChanges: AfterChanges; connections: Redis[] }) {
+  constructor(deps: { store: MessageStore; sendQueue: Partitioned<SendJob>; config: Config; afterChanges: AfterChanges; connections: RedisClient[] }) {
     this.#store = deps.store
     this.#queue = deps.sendQueue
     this.#config = deps.config
@@ -90,22 +91,23 @@ export class GroupCommit {
  */
 async function commit(
   store: MessageStore,
-  queue: Queue<SendJob>,
+  queue: Partitioned<SendJob>,
   config: Config,
   messages: NewMessage[],
   afterChanges: AfterChanges,
-  connections: Redis[],
+  connections: RedisClient[],
 ): Promise<Message[]> {
-  const writes = writesFrom(...connections)
+  const writes = writesFrom(
+    connections,
+    messages.map((m) => store.keys.outbox(shardOf(m.id))),
+  )
   const jobs = sendJobs(messages, config)
   const byId = new Map(messages.map((m) => [m.id, m]))
   for (const job of jobs) if (job.opts.delay !== undefined) for (const id of job.data.ids) byId.get(id)!.job = job.opts.jobId
   const stored = await store.create(messages)
   const ids = stored.map((m) => m.id)
   try {
-    // One job is one script call; addBulk would start a MULTI, which costs more than it saves.
-    if (jobs.length === 1) await queue.add(jobs[0]!.name, jobs[0]!.data, jobs[0]!.opts)
-    else await queue.addBulk(jobs)
+    await queue.addBulk(jobs, (job) => job.opts!.jobId!)
   } catch (error) {
     await store.remove(messages).catch(() => {
       // Redis is gone: the records stay in the outbox, from which the send workers enqueue them.
@@ -135,13 +137,14 @@ async function suppressedAtOnce(messages: NewMessage[], stored: Message[], after
 }
 
 /**
- * Messages of one tenant with the same send time share jobs of up to 100 (a job names its tenant, for
- * the logs and the dashboard); a job's id is its first message's id.
+ * Messages of one tenant and one shard with the same send time share jobs of up to 100 (a job names
+ * its tenant, for the logs and the dashboard); a job's id is its first message's id, which names the
+ * shard, and so the queue partition.
  */
 export function sendJobs(messages: { id: string; tenant: string; sendAt?: string | null | undefined }[], config: Config) {
   const groups = new Map<string, { tenant: string; sendAt: string | undefined; ids: string[] }>()
   for (const m of messages) {
-    const key = `${m.tenant} ${m.sendAt ?? ''}`
+    const key = `${m.tenant} ${shardOf(m.id)} ${m.sendAt ?? ''}`
     const group = groups.get(key) ?? { tenant: m.tenant, sendAt: m.sendAt ?? undefined, ids: [] }
     group.ids.push(m.id)
     groups.set(key, group)

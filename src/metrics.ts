@@ -1,4 +1,4 @@
-import type { Redis } from 'ioredis'
+import type { RedisClient } from './redis.js'
 import { isFinal, STATUS, type Status } from './domain/status.js'
 import { SUBMISSION_OUTCOMES } from './domain/submission.js'
 import { INBOUND_ACTIONS } from './domain/inbound.js'
@@ -85,7 +85,7 @@ const CLOSE_TIMEOUT_MS = 2000
  * for the next try.
  */
 export class SharedMetrics {
-  readonly #redis: Redis
+  readonly #redis: RedisClient
   readonly #key: string
   readonly #log: Log
   readonly #timer: NodeJS.Timeout
@@ -95,7 +95,7 @@ export class SharedMetrics {
   #flushing: Promise<void> | undefined
   readonly #fieldCache = new Map<string, string[]>()
 
-  constructor(redis: Redis, prefix: string, log: Log, flushEveryMs = 1000) {
+  constructor(redis: RedisClient, prefix: string, log: Log, flushEveryMs = 1000) {
     this.#redis = redis
     this.#key = makeKeys(prefix).metrics()
     this.#log = log
@@ -207,16 +207,16 @@ export interface Series {
 
 /**
  * Everything the processes have counted, and the number of stale messages, which the reconciler keeps
- * as a plain number under `keys.staleCount()` (absent = 0). Both commands go out together.
+ * per shard as a plain number under `keys.staleCount(shard)` (absent = 0). The commands go out together.
  */
-export async function readSharedMetrics(redis: Redis, prefix: string): Promise<{ series: Series[]; stale: number }> {
+export async function readSharedMetrics(redis: RedisClient, prefix: string, shards: number[]): Promise<{ series: Series[]; stale: number }> {
   const keys = makeKeys(prefix)
-  const [hash, stale] = await Promise.all([redis.hgetall(keys.metrics()), redis.get(keys.staleCount())])
+  const [hash, ...stale] = await Promise.all([redis.hgetall(keys.metrics()), ...shards.map((shard) => redis.get(keys.staleCount(shard)))])
   const series = Object.entries(hash).flatMap(([field, value]) => {
     const parsed = parseField(field)
     return parsed ? [{ ...parsed, value: Number(value) }] : []
   })
-  return { series, stale: Number(stale ?? 0) || 0 }
+  return { series, stale: stale.reduce((sum, n) => sum + (Number(n ?? 0) || 0), 0) }
 }
 
 /** `sms_reports_total{result="applied"}`: the exposition's own notation, labels sorted. */

@@ -1,5 +1,7 @@
 import { Queue, type ConnectionOptions, type JobsOptions } from 'bullmq'
 import type { Config } from './config.js'
+import { byShard, shardOf, shardsOf } from './shards.js'
+import { makeKeys } from './store/keys.js'
 import { queueTelemetry } from './tracing.js'
 
 export const QUEUE = { send: 'send', dlr: 'dlr', callback: 'callback', reconcile: 'reconcile', inbound: 'inbound' } as const
@@ -33,6 +35,18 @@ export interface DlrJob {
 /** The reports of a dlr job; the API checked that its body is JSON with a `results` array. */
 export const dlrResults = (job: DlrJob): unknown[] => (JSON.parse(job.body) as { results: unknown[] }).results
 
+/**
+ * A POST's results as the bodies of one job per partition, each result in the partition `partitionOf`
+ * names; with one partition, the body exactly as it came.
+ */
+export function bodiesByPartition(raw: string, results: unknown[], partitions: number, partitionOf: (result: unknown) => number): Map<number, string> {
+  if (partitions === 1) return new Map([[0, raw]])
+  return new Map([...byShard(results, (r) => partitionOf(r) % partitions)].map(([partition, group]) => [partition, JSON.stringify({ results: group })]))
+}
+
+/** The message id a report names (Infobip's messageId is ours), for its partition. */
+export const reportMessageId = (result: unknown): string => String((result as { messageId?: unknown } | null)?.messageId ?? '')
+
 /** Applying reports is idempotent (fingerprints), so a failed attempt is simply run again. */
 export const dlrJobOptions: JobsOptions = {
   attempts: 10,
@@ -53,9 +67,51 @@ export const inboundResults = (job: InboundJob): unknown[] => (JSON.parse(job.bo
 export const inboundJobOptions: JobsOptions = { ...dlrJobOptions }
 
 /**
- * BullMQ keys start with KEY_PREFIX, like every other key of the service. A job carries its
- * producer's trace context to the worker (docs/tracing.md#span-tree).
+ * The BullMQ prefix of a queue's partition: the root of the shard it belongs to, `<KEY_PREFIX>:{<tag>}`,
+ * so that a partition's keys share one hash slot with the shard's records (docs/store.md#shards).
  */
-export function createQueue<T>(name: QueueName, connection: ConnectionOptions, config: Config): Queue<T> {
-  return new Queue<T>(name, { connection, prefix: config.KEY_PREFIX, telemetry: queueTelemetry() })
+export const partitionPrefix = (config: Pick<Config, 'KEY_PREFIX'>, partition: number): string => makeKeys(config.KEY_PREFIX).shardRoot(partition)
+
+/**
+ * One queue of the service, split into QUEUE_PARTITIONS BullMQ queues (BullMQ keeps each queue in one
+ * hash slot; work spreads over a cluster only across queues). A job goes to the partition of the
+ * shard its message id names, which a send job shares with its messages' records.
+ */
+export class Partitioned<T> {
+  constructor(readonly partitions: Queue<T>[]) {}
+
+  /** The partition of the shard that this id (or a job id starting with it) names. */
+  of(id: string): Queue<T> {
+    return this.partitions[shardOf(id) % this.partitions.length]!
+  }
+
+  getJob(id: string) {
+    return this.of(id).getJob(id)
+  }
+
+  /** Adds jobs, each to the partition of the id `idOf` gives it: one call per partition. */
+  async addBulk(jobs: { name: string; data: T; opts?: JobsOptions }[], idOf: (job: { data: T; opts?: JobsOptions }) => string): Promise<void> {
+    const groups = byShard(jobs, (job) => shardOf(idOf(job)) % this.partitions.length)
+    // One job is one script call; addBulk would start a MULTI, which costs more than it saves.
+    await Promise.all(
+      [...groups].map(([partition, group]) => {
+        const queue = this.partitions[partition]! as Queue
+        return group.length === 1 ? queue.add(group[0]!.name, group[0]!.data, group[0]!.opts) : queue.addBulk(group)
+      }),
+    )
+  }
+
+  close(): Promise<unknown> {
+    return Promise.all(this.partitions.map((q) => q.close()))
+  }
+}
+
+/**
+ * BullMQ keys start with KEY_PREFIX, like every other key of the service, and each partition's with
+ * its shard's hash tag. A job carries its producer's trace context to the worker (docs/tracing.md#span-tree).
+ */
+export function createQueues<T>(name: QueueName, connection: ConnectionOptions, config: Config): Partitioned<T> {
+  return new Partitioned(
+    shardsOf(config.QUEUE_PARTITIONS).map((p) => new Queue<T>(name, { connection, prefix: partitionPrefix(config, p), telemetry: queueTelemetry() })),
+  )
 }

@@ -1,5 +1,8 @@
-import { Redis, type RedisOptions } from 'ioredis'
+import { Cluster, Redis, type ClusterOptions, type RedisOptions } from 'ioredis'
 import type { Config } from './config.js'
+
+/** A connection in any of the deployments: one Redis (single, or Sentinel's master) or a Cluster. */
+export type RedisClient = Redis | Cluster
 
 /** The variables that say where Redis is (docs/operations.md#redis-deployments). */
 export type RedisSettings = Pick<
@@ -11,17 +14,14 @@ export type RedisSettings = Pick<
 const single = (url: string): RedisSettings => ({ REDIS_URL: url, REDIS_TLS: false })
 
 /**
- * Every connection of every process, in one of the deployments (REDIS_SENTINELS wins over REDIS_URL).
- * Producers (the API) fail fast: no offline queue, so a request meets a Redis outage or a failover
+ * Every connection of every process, in one of the deployments (REDIS_CLUSTER_NODES wins over
+ * REDIS_SENTINELS, which wins over REDIS_URL). Producers (the API) fail fast: no offline queue, so a request meets a Redis outage or a failover
  * with an error (mapped to 503) instead of waiting. Workers wait: their commands ride out a Redis
  * restart or a failover.
  */
-export function createRedis(where: RedisSettings | string, role: 'producer' | 'worker', extra: RedisOptions = {}): Redis {
+export function createRedis(where: RedisSettings | string, role: 'producer' | 'worker', extra: RedisOptions = {}): RedisClient {
   const settings = typeof where === 'string' ? single(where) : where
-  if (settings.REDIS_CLUSTER_NODES !== undefined)
-    throw new Error(
-      'Redis Cluster is not supported yet: REDIS_CLUSTER_NODES is set; unset it and use REDIS_URL (a single Redis) or REDIS_SENTINELS (Sentinel).',
-    )
+  if (settings.REDIS_CLUSTER_NODES) return createCluster(settings, role, extra)
   const options: RedisOptions = {
     lazyConnect: true,
     retryStrategy: (times) => Math.min(times * 200, 2000),
@@ -41,6 +41,34 @@ export function createRedis(where: RedisSettings | string, role: 'producer' | 'w
   // and through /ready; an unhandled 'error' event would only print a stack trace per reconnect.
   redis.on('error', () => {})
   return redis
+}
+
+/**
+ * Cluster mode: ioredis learns the slots from the nodes given and follows MOVED/ASK redirections and
+ * failovers by itself. A producer's commands still fail fast (no offline queue, one retry), so that
+ * a request during a failover is a 503; a worker's wait for the cluster to recover.
+ */
+function createCluster(settings: RedisSettings, role: 'producer' | 'worker', extra: RedisOptions): Cluster {
+  const { enableAutoPipelining, lazyConnect, ...perNode } = extra
+  const nodeOptions: RedisOptions = {
+    ...(settings.REDIS_USERNAME ? { username: settings.REDIS_USERNAME } : {}),
+    ...(settings.REDIS_PASSWORD ? { password: settings.REDIS_PASSWORD } : {}),
+    ...(settings.REDIS_TLS ? { tls: {} } : {}),
+    ...(role === 'producer' ? { maxRetriesPerRequest: 1, connectTimeout: 2000 } : { maxRetriesPerRequest: null }),
+    ...perNode,
+  }
+  const options: ClusterOptions = {
+    lazyConnect: lazyConnect ?? true,
+    enableAutoPipelining: enableAutoPipelining ?? false,
+    redisOptions: nodeOptions,
+    clusterRetryStrategy: (times) => Math.min(times * 200, 2000),
+    // The slots move on a failover: ask again soon rather than wait for the next MOVED.
+    slotsRefreshInterval: 5000,
+    ...(role === 'producer' ? { enableOfflineQueue: false, maxRedirections: 4, retryDelayOnFailover: 200 } : { enableReadyCheck: true }),
+  }
+  const cluster = new Cluster(hostPorts(settings.REDIS_CLUSTER_NODES!), options)
+  cluster.on('error', () => {})
+  return cluster
 }
 
 /**
@@ -74,6 +102,7 @@ export const hostPorts = (list: string): { host: string; port: number }[] =>
 
 /** Where Redis is, without credentials, for the start-up message. */
 function describe(settings: RedisSettings): string {
+  if (settings.REDIS_CLUSTER_NODES) return `REDIS_CLUSTER_NODES=${settings.REDIS_CLUSTER_NODES}`
   if (settings.REDIS_SENTINELS) return `REDIS_SENTINELS=${settings.REDIS_SENTINELS} (master ${settings.REDIS_SENTINEL_NAME})`
   const where = new URL(settings.REDIS_URL)
   return `REDIS_URL=${where.protocol}//${where.host}${where.pathname}`
@@ -81,13 +110,13 @@ function describe(settings: RedisSettings): string {
 
 /** The one line every command prints when Redis cannot be reached at start-up. */
 export const redisUnreachable = (where: RedisSettings | string): string =>
-  `Redis is not reachable at ${describe(typeof where === 'string' ? single(where) : where)}: start it (for example \`redis-server --daemonize yes\` or \`docker compose up -d redis\`) or set REDIS_URL (or REDIS_SENTINELS).`
+  `Redis is not reachable at ${describe(typeof where === 'string' ? single(where) : where)}: start it (for example \`redis-server --daemonize yes\` or \`docker compose up -d redis\`) or set REDIS_URL (or REDIS_SENTINELS, or REDIS_CLUSTER_NODES).`
 
 /**
  * Connects, or rejects within `timeoutMs` with the one-line explanation above. Used at start-up so
  * that no process loops on connection errors.
  */
-export async function connectOrExplain(redis: Redis, where: RedisSettings | string, timeoutMs = 3000): Promise<void> {
+export async function connectOrExplain(redis: RedisClient, where: RedisSettings | string, timeoutMs = 3000): Promise<void> {
   const timer = new Promise<never>((_, reject) => setTimeout(() => reject(new Error(redisUnreachable(where))), timeoutMs).unref())
   try {
     await Promise.race([redis.connect().then(() => redis.ping()), timer])

@@ -58,6 +58,11 @@ export class Tenants {
     return [...this.#byName.keys()]
   }
 
+  /** The names, and `default`'s, whose data exists from before a TENANTS_FILE (docs/tenants.md). */
+  get withDefault(): string[] {
+    return [...new Set([DEFAULT_TENANT, ...this.names])]
+  }
+
   get all(): Tenant[] {
     return [...this.#byName.values()]
   }

@@ -1,4 +1,5 @@
-import { DelayedError, UnrecoverableError, type Job, type Queue } from 'bullmq'
+import { DelayedError, UnrecoverableError, type Job } from 'bullmq'
+import type { Partitioned } from '../src/queues.js'
 import type { Logger } from 'pino'
 import { Agent, request } from 'undici'
 import { callbackUrlProblemWithoutDns, guardedLookup } from '../src/callback-url.js'
@@ -16,7 +17,7 @@ const MAX_ANSWER_BYTES = 4096
 
 export interface CallbackDeps {
   store: MessageStore
-  queue: Queue<CallbackJob>
+  queue: Partitioned<CallbackJob>
   log: Logger
   /** The signing secret of a tenant's callbacks: its own `callbackSigningSecret`, else CALLBACK_SIGNING_SECRET. */
   secret: (tenant: string | undefined) => string | undefined

@@ -1,8 +1,7 @@
-import type { Queue } from 'bullmq'
 import type { Logger } from 'pino'
 import type { Config } from '../src/config.js'
 import { sendJobs } from '../src/group-commit.js'
-import type { SendJob } from '../src/queues.js'
+import type { Partitioned, SendJob } from '../src/queues.js'
 import type { MessageStore } from '../src/store/message-store.js'
 
 export interface OutboxSweeper {
@@ -14,24 +13,30 @@ export interface OutboxSweeper {
 /**
  * The API stores a message and then adds its send job; if it dies between the two, the message
  * waits in the outbox. This sweeper, run by every send worker process, enqueues what has waited
- * longer than `olderThanMs`. Job ids are message ids and the send processor never submits a
+ * longer than `olderThanMs`, shard by shard. Job ids are message ids and the send processor never submits a
  * message twice, so sweeping a message whose job does exist is harmless.
  */
 export function startOutboxSweeper(
-  deps: { store: MessageStore; queue: Queue<SendJob>; config: Config; log: Logger },
+  deps: { store: MessageStore; queue: Partitioned<SendJob>; config: Config; log: Logger },
   everyMs = 30_000,
   olderThanMs = 60_000,
 ): OutboxSweeper {
   const { store, queue, config, log } = deps
 
-  async function sweep(): Promise<number> {
-    const ids = await store.outboxBefore(olderThanMs)
+  async function sweepShard(shard: number): Promise<number> {
+    const ids = await store.outboxBefore(shard, olderThanMs)
     if (ids.length === 0) return 0
     const messages = (await store.getOwners(ids)).flatMap((owned) => (owned ? [{ ...owned.message, tenant: owned.tenant }] : []))
-    if (messages.length > 0) await queue.addBulk(sendJobs(messages, config))
+    if (messages.length > 0) await queue.addBulk(sendJobs(messages, config), (job) => job.opts!.jobId!)
     await store.removeFromOutbox(ids)
-    log.warn({ count: messages.length }, 'enqueued messages whose send jobs were missing')
+    log.warn({ shard, count: messages.length }, 'enqueued messages whose send jobs were missing')
     return messages.length
+  }
+
+  async function sweep(): Promise<number> {
+    let count = 0
+    for (const shard of store.shards) count += await sweepShard(shard)
+    return count
   }
 
   const timer = setInterval(() => {

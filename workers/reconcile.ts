@@ -27,16 +27,17 @@ export interface ReconcileDeps {
  * Infobip's logs API (never the read-once reports API), the messages still not final `afterSeconds`
  * after submission, and applies what it finds through the same transition script. Messages past the
  * logs' 48 hours leave its work list first, so that they cannot crowd out the ones that can still be
- * learnt about; each run goes on where the last one stopped. See docs/statuses.md#reconciliation.
+ * learnt about; each run goes on where the last one stopped. A run covers one shard (the partition
+ * of its job). See docs/statuses.md#reconciliation.
  */
 export function makeReconcileProcessor(deps: ReconcileDeps) {
-  return async function reconcile(): Promise<{ looked: number; applied: number; stale: number }> {
+  return async function reconcile(shard: number): Promise<{ looked: number; applied: number; stale: number }> {
     const now = Date.now()
     const retention = deps.ttlDays * 24 * 60 * 60 * 1000
-    const stale = await deps.store.retireOpen(now - LOGS_RETENTION_MS, now - retention)
-    for (const tenant of deps.tenants) await deps.store.trimIndexes(tenant, new Date(now - retention))
+    const stale = await deps.store.retireOpen(shard, now - LOGS_RETENTION_MS, now - retention)
+    for (const tenant of deps.tenants) await deps.store.trimIndexes(tenant, shard, new Date(now - retention))
 
-    const due = await deps.store.dueForReconcile(now - deps.afterSeconds * 1000, IDS_PER_CALL * MAX_CALLS_PER_RUN)
+    const due = await deps.store.dueForReconcile(shard, now - deps.afterSeconds * 1000, IDS_PER_CALL * MAX_CALLS_PER_RUN)
     let applied = 0
     for (let i = 0; i < due.length; i += IDS_PER_CALL) {
       const transitions = (await deps.infobip.logs(due.slice(i, i + IDS_PER_CALL))).flatMap((report) => {
@@ -46,7 +47,7 @@ export function makeReconcileProcessor(deps: ReconcileDeps) {
       if (transitions.length === 0) continue
       applied += (await deps.apply(transitions)).filter((r) => r.result === 'applied').length
     }
-    deps.log.info({ looked: due.length, applied, stale }, 'reconciled messages without a final report')
+    deps.log.info({ shard, looked: due.length, applied, stale }, 'reconciled messages without a final report')
     return { looked: due.length, applied, stale }
   }
 }

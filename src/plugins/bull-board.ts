@@ -61,9 +61,11 @@ export default fp(
       return
     }
 
-    const queues: Queue[] = Object.values(app.queues)
-    const adapters = queues.map((queue) => {
-      const adapter = new BullMQAdapter(queue, { readOnlyMode: config.BULL_BOARD_READ_ONLY })
+    // With several partitions, each is a queue of its own on the board: `p1.send` is partition 1 of send.
+    const queues = Object.values(app.queues).flatMap((q) => (q.partitions as Queue[]).map((queue, p, all) => ({ queue, p, all: all.length })))
+    const adapters = queues.map(({ queue, p, all }) => {
+      const named = all > 1 ? { prefix: `p${p}.`, displayName: `${queue.name} (partition ${p})` } : {}
+      const adapter = new BullMQAdapter(queue, { readOnlyMode: config.BULL_BOARD_READ_ONLY, ...named })
       adapter.setFormatter('data', FORMATTERS[queue.name] ?? maskJobData)
       adapter.setFormatter('returnValue', maskJobData)
       return adapter

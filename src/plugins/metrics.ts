@@ -26,7 +26,7 @@ export default fp(
   async function metricsPlugin(app) {
     const { config } = app
     const metrics = new SharedMetrics(app.redis, config.KEY_PREFIX, app.log)
-    const queues = Object.values(app.queues)
+    const queues = Object.values(app.queues).flatMap((q) => q.partitions as Queue[])
     const registry = new Registry()
     collectDefaultMetrics({ register: registry })
 
@@ -45,7 +45,7 @@ export default fp(
 
     registerShared(
       registry,
-      sharedReader(() => readSharedMetrics(app.redis, config.KEY_PREFIX)),
+      sharedReader(() => readSharedMetrics(app.redis, config.KEY_PREFIX, app.store.shards)),
       app.tenants.names,
     )
     registerQueueDepths(registry, queues)
@@ -125,14 +125,17 @@ function registerShared(registry: Registry, read: () => Promise<Snapshot>, tenan
 function registerQueueDepths(registry: Registry, queues: Queue[]): void {
   new Gauge({
     name: 'sms_queue_jobs',
-    help: 'Jobs per queue and state, read from BullMQ at scrape time',
-    labelNames: ['queue', 'state'],
+    help: 'Jobs per queue, partition (QUEUE_PARTITIONS) and state, read from BullMQ at scrape time',
+    labelNames: ['queue', 'partition', 'state'],
     registers: [registry],
     async collect() {
       const counts = await Promise.all(queues.map((q) => q.getJobCounts(...QUEUE_STATES)))
       this.reset()
+      const partition = new Map<string, number>()
       queues.forEach((q, i) => {
-        for (const state of QUEUE_STATES) this.set({ queue: q.name, state }, counts[i]![state] ?? 0)
+        const p = partition.get(q.name) ?? 0
+        partition.set(q.name, p + 1)
+        for (const state of QUEUE_STATES) this.set({ queue: q.name, partition: String(p), state }, counts[i]![state] ?? 0)
       })
     },
   })

@@ -1,20 +1,25 @@
-import type { Queue } from 'bullmq'
 import fp from 'fastify-plugin'
-import type { Redis } from 'ioredis'
 import type { CallbackJob } from '../callbacks.js'
-import { createQueue, QUEUE, type DlrJob, type InboundJob, type SendJob } from '../queues.js'
-import { connectOrExplain, createRedis } from '../redis.js'
+import { createQueues, QUEUE, type DlrJob, type InboundJob, type Partitioned, type SendJob } from '../queues.js'
+import { connectOrExplain, createRedis, type RedisClient } from '../redis.js'
 import { MessageStore } from '../store/message-store.js'
+import { loadTenants } from '../tenants.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
     /** The store's connection (and the rate limiter's). */
-    redis: Redis
+    redis: RedisClient
     /** The queues' connection. */
-    queueRedis: Redis
+    queueRedis: RedisClient
     store: MessageStore
-    /** Every queue, for producers and for the operations plugins (dashboard, metrics). */
-    queues: { send: Queue<SendJob>; dlr: Queue<DlrJob>; callback: Queue<CallbackJob>; reconcile: Queue; inbound: Queue<InboundJob> }
+    /** Every queue (each in QUEUE_PARTITIONS partitions), for producers and for the operations plugins (dashboard, metrics). */
+    queues: {
+      send: Partitioned<SendJob>
+      dlr: Partitioned<DlrJob>
+      callback: Partitioned<CallbackJob>
+      reconcile: Partitioned<unknown>
+      inbound: Partitioned<InboundJob>
+    }
   }
 }
 
@@ -32,15 +37,17 @@ export default fp(
     const queueRedis = createRedis(config, 'producer')
     await connectOrExplain(queueRedis, config)
     const queues = {
-      send: createQueue<SendJob>(QUEUE.send, queueRedis, config),
-      dlr: createQueue<DlrJob>(QUEUE.dlr, queueRedis, config),
-      callback: createQueue<CallbackJob>(QUEUE.callback, queueRedis, config),
-      reconcile: createQueue(QUEUE.reconcile, queueRedis, config),
-      inbound: createQueue<InboundJob>(QUEUE.inbound, queueRedis, config),
+      send: createQueues<SendJob>(QUEUE.send, queueRedis, config),
+      dlr: createQueues<DlrJob>(QUEUE.dlr, queueRedis, config),
+      callback: createQueues<CallbackJob>(QUEUE.callback, queueRedis, config),
+      reconcile: createQueues<unknown>(QUEUE.reconcile, queueRedis, config),
+      inbound: createQueues<InboundJob>(QUEUE.inbound, queueRedis, config),
     }
-    app.decorate('redis', redis)
-    app.decorate('queueRedis', queueRedis)
-    app.decorate('store', new MessageStore(redis, config.KEY_PREFIX, config.MESSAGE_TTL_DAYS))
+    const store = new MessageStore(redis, { prefix: config.KEY_PREFIX, ttlDays: config.MESSAGE_TTL_DAYS, partitions: config.QUEUE_PARTITIONS })
+    app.decorate<RedisClient>('redis', redis)
+    app.decorate<RedisClient>('queueRedis', queueRedis)
+    await store.checkPartitions(loadTenants(config, { requireKeys: false }).withDefault)
+    app.decorate('store', store)
     app.decorate('queues', queues)
     app.addHook('onClose', async () => {
       await Promise.all(Object.values(queues).map((q) => q.close()))

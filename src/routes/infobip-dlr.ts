@@ -1,9 +1,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { acknowledge } from '../durability.js'
+import { acknowledge, writesFrom } from '../durability.js'
 import { HttpError } from '../errors.js'
 import { parseAnyBodyAsJson } from '../json-depth.js'
 import dlrAuth from '../plugins/dlr-auth.js'
-import { dlrJobOptions } from '../queues.js'
+import { bodiesByPartition, dlrJobOptions, partitionPrefix, reportMessageId } from '../queues.js'
+import { shardOf } from '../shards.js'
 import { ErrorResponse } from '../schemas/messages.js'
 import { DLR_MAX_RESULTS, DlrAccepted, DlrBody, DlrHeaders, DlrQuery } from '../schemas/infobip.js'
 import { annotate, ATTR } from '../tracing.js'
@@ -12,8 +13,10 @@ import { annotate, ATTR } from '../tracing.js'
 const BODY_LIMIT = 4 * 1024 * 1024
 
 /**
- * `POST /infobip-dlr` (docs/api.md#infobip-delivery-reports): the batch, as the text Infobip sent, becomes one dlr job — one round
- * trip to Redis — before the 200, and nothing else happens here. A 503 (Redis unreachable) makes Infobip retry.
+ * `POST /infobip-dlr` (docs/api.md#infobip-delivery-reports): the batch, as the text Infobip sent,
+ * becomes one dlr job — one round trip to Redis — before the 200, and nothing else happens here. With
+ * several partitions, it becomes one job per partition its reports' messages are in, so that each
+ * job's transitions are one shard's. A 503 (Redis unreachable) makes Infobip retry.
  */
 const infobipDlr: FastifyPluginAsyncTypebox = async (app) => {
   await app.register(dlrAuth)
@@ -41,8 +44,15 @@ const infobipDlr: FastifyPluginAsyncTypebox = async (app) => {
         throw new HttpError(413, `body/results has ${results.length} reports; at most ${DLR_MAX_RESULTS} per POST`, 'TOO_MANY_RESULTS')
       }
       annotate({ [ATTR.reportCount]: results.length })
-      await queue.add('dlr', { body: request.rawBody }, dlrJobOptions)
-      await acknowledge(app.queueRedis, app.config)
+      const bodies = bodiesByPartition(request.rawBody, results, queue.partitions.length, (r) => shardOf(reportMessageId(r)))
+      await Promise.all([...bodies].map(([p, body]) => queue.partitions[p]!.add('dlr', { body }, dlrJobOptions)))
+      await acknowledge(
+        writesFrom(
+          [app.queueRedis],
+          [...bodies.keys()].map((p) => partitionPrefix(app.config, p)),
+        ),
+        app.config,
+      )
       return { received: results.length }
     },
   )

@@ -1,9 +1,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { acknowledge } from '../durability.js'
+import { acknowledge, writesFrom } from '../durability.js'
 import { HttpError } from '../errors.js'
 import { parseAnyBodyAsJson } from '../json-depth.js'
 import dlrAuth from '../plugins/dlr-auth.js'
-import { inboundJobOptions } from '../queues.js'
+import { bodiesByPartition, inboundJobOptions, partitionPrefix } from '../queues.js'
+import { shardOfKey } from '../shards.js'
 import { ErrorResponse } from '../schemas/messages.js'
 import { DLR_MAX_RESULTS, DlrHeaders, DlrQuery, InboundAccepted, InboundBody } from '../schemas/infobip.js'
 
@@ -48,8 +49,17 @@ const infobipInbound: FastifyPluginAsyncTypebox = async (app) => {
       if (results.length > DLR_MAX_RESULTS) {
         throw new HttpError(413, `body/results has ${results.length} messages; at most ${DLR_MAX_RESULTS} per POST`, 'TOO_MANY_RESULTS')
       }
-      await queue.add('inbound', { body: request.rawBody }, inboundJobOptions)
-      await acknowledge(app.queueRedis, app.config)
+      // One sender's messages always go to the same partition, whose worker applies them in order.
+      const partitions = queue.partitions.length
+      const bodies = bodiesByPartition(request.rawBody, results, partitions, (r) => shardOfKey(String((r as { from?: unknown }).from ?? ''), partitions))
+      await Promise.all([...bodies].map(([p, body]) => queue.partitions[p]!.add('inbound', { body }, inboundJobOptions)))
+      await acknowledge(
+        writesFrom(
+          [app.queueRedis],
+          [...bodies.keys()].map((p) => partitionPrefix(app.config, p)),
+        ),
+        app.config,
+      )
       return { received: results.length }
     },
   )

@@ -1,7 +1,7 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { Type } from '@sinclair/typebox'
 import { normalizePhone } from '../domain/phone.js'
-import { acknowledge } from '../durability.js'
+import { acknowledge, writesFrom } from '../durability.js'
 import { FieldError, HttpError } from '../errors.js'
 import { registerRateLimit } from '../plugins/rate-limit.js'
 import { ErrorResponse } from '../schemas/messages.js'
@@ -24,6 +24,8 @@ const tags = ['suppressions']
  * end REJECTED (SUPPRESSED) without reaching Infobip, and so do queued ones when they are claimed.
  */
 const suppressions: FastifyPluginAsyncTypebox = async (app) => {
+  // A change is written to every shard's copy of the list.
+  const everyShard = () => writesFrom([app.redis], app.store.shards.map((shard) => app.store.keys.shardRoot(shard)))
   app.addHook('onRequest', app.authenticate)
   await registerRateLimit(app)
 
@@ -55,7 +57,7 @@ const suppressions: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request) => {
       const [entry] = await app.store.suppress([request.tenant.name], number(request.params.to), { reason: request.body.reason ?? null, source: 'api' })
-      await acknowledge(app.redis, app.config)
+      await acknowledge(everyShard(), app.config)
       return entry
     },
   )
@@ -94,7 +96,7 @@ const suppressions: FastifyPluginAsyncTypebox = async (app) => {
       const to = number(request.params.to)
       const [removed] = await app.store.unsuppress([request.tenant.name], to)
       if (!removed) throw notFound(to)
-      await acknowledge(app.redis, app.config)
+      await acknowledge(everyShard(), app.config)
       return reply.code(204).send(null)
     },
   )

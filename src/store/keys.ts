@@ -1,50 +1,57 @@
 import { STATUS, type Status } from '../domain/status.js'
+import { SHARD_TAGS, shardOf } from '../shards.js'
 
 /**
- * Every Redis key name of the service. Per-message keys carry the message id as a hash tag
- * (`{msg_…}`), so that the record (events and report fingerprints included) and its `infobip` JSON
- * live in one slot.
+ * Every Redis key name of the service. What belongs to a shard (src/shards.ts) starts with the
+ * shard's root, `<prefix>:{<shard tag>}:`, so that everything one script or MULTI touches is in one
+ * hash slot: message records (`msg:<id>`, the shard named by the id), the outbox, the open and stale
+ * indexes, and under `t:<tenant>:` what a tenant owns in that shard (docs/store.md#tenants): its search
+ * indexes, idempotency keys and its copy of the suppression list. The rest (budgets, metrics, rate
+ * limits, unmatched reports, inbound ids) are keys of their own, each alone in its commands.
  *
- * What a tenant owns lives under `t:<tenant>:` (docs/store.md#tenants): its search indexes and its
- * idempotency keys. The search indexes (`idx:*`) are sorted sets whose members are message ids. Ids
- * are ULIDs, which sort by creation time, so they use score 0 and lexicographic ranges: newest first
- * is a reverse range, and `since`/`until` are id bounds. `idx:open` and `idx:stale` are the
- * service's own (the reconciler's), scored by submission time.
+ * The search indexes (`idx:*`) are sorted sets whose members are message ids. Ids are ULIDs, which sort
+ * by creation time, so they use score 0 and lexicographic ranges: newest first is a reverse range, and
+ * `since`/`until` are id bounds. `idx:open` and `idx:stale` are the service's own (the reconciler's),
+ * scored by submission time.
  */
 export interface Keys {
+  /** What every key of a shard starts with (the shard's BullMQ queues' prefix too). */
+  shardRoot(shard: number): string
   message(id: string): string
   /** The `infobip` object of the report that set the current status, as JSON. */
   infobip(id: string): string
-  idempotency(tenant: string, key: string): string
-  outbox(): string
+  idempotency(tenant: string, key: string, shard: number): string
+  outbox(shard: number): string
   unmatched(): string
   sendBudget(second: number): string
   /** Calls made to Infobip's logs API in one minute (`minute` = Unix time / 60 s). */
   logsBudget(minute: number): string
-  /** Every message of the tenant, by creation. */
-  created(tenant: string): string
-  byStatus(tenant: string, status: Status): string
-  /** Every status index of the tenant, in STATUS order. */
-  statusIndexes(tenant: string): string[]
+  /** Every message of the tenant in the shard, by creation. */
+  created(tenant: string, shard: number): string
+  byStatus(tenant: string, status: Status, shard: number): string
+  /** Every status index of the tenant in the shard, in STATUS order. */
+  statusIndexes(tenant: string, shard: number): string[]
   /**
-   * What precedes a tenant's name in its keys, and what follows it in a status index's name: the
-   * transition script builds `<tenantRoot><tenant><STATUS_INDEX><status>` from the record's tenant.
+   * What precedes a tenant's name in its keys of the shard, and what follows it in a status index's
+   * name: the scripts build `<tenantRoot><tenant><STATUS_INDEX><status>` from the record's tenant.
    */
-  tenantRoot(): string
-  byReference(tenant: string, reference: string): string
-  byRecipient(tenant: string, to: string): string
-  /** The tenant's suppression list: number → `{ reason, source, createdAt }` JSON. */
-  suppressions(tenant: string): string
+  tenantRoot(shard: number): string
+  byReference(tenant: string, reference: string, shard: number): string
+  byRecipient(tenant: string, to: string, shard: number): string
+  /** The shard's copy of the tenant's suppression list: number → `{ reason, source, createdAt }` JSON. */
+  suppressions(tenant: string, shard: number): string
   /** Inbound messages already applied (their Infobip messageId), for a while. */
   inboundSeen(messageId: string): string
   /** Submitted, not yet final: score = submission time (ms); what the reconciler looks up. */
-  open(): string
+  open(shard: number): string
   /** PENDING messages past Infobip's logs window, which nothing will tell more of: score = submission time. */
-  stale(): string
-  /** The number of stale messages (the gauge `sms_messages_stale`, set by the reconciler). */
-  staleCount(): string
-  /** Where the reconciler's last run stopped in the open index (a submission time). */
-  reconcileCursor(): string
+  stale(shard: number): string
+  /** The number of stale messages of the shard (summed into the gauge `sms_messages_stale`). */
+  staleCount(shard: number): string
+  /** Where the reconciler's last run in the shard stopped in its open index (a submission time). */
+  reconcileCursor(shard: number): string
+  /** The highest QUEUE_PARTITIONS any process has run with (it may be raised, not lowered). */
+  partitions(): string
   /** Counters that every process adds to, for /metrics (a hash: series → value). */
   metrics(): string
   /** The namespace of @fastify/rate-limit's counters. */
@@ -56,28 +63,32 @@ export const STATUS_INDEX = ':idx:status:'
 export const SUPPRESSIONS = ':supp'
 
 export function makeKeys(prefix: string): Keys {
-  const tenantRoot = `${prefix}:t:`
-  const byStatus = (tenant: string, status: Status) => `${tenantRoot}${tenant}${STATUS_INDEX}${status}`
+  const roots = SHARD_TAGS.map((tag) => `${prefix}:{${tag}}:`)
+  const tenantRoot = (shard: number) => `${roots[shard]}t:`
+  const byStatus = (tenant: string, status: Status, shard: number) => `${tenantRoot(shard)}${tenant}${STATUS_INDEX}${status}`
+  const message = (id: string) => `${roots[shardOf(id)]}msg:${id}`
   return {
-    message: (id) => `${prefix}:msg:{${id}}`,
-    infobip: (id) => `${prefix}:msg:{${id}}:infobip`,
-    idempotency: (tenant, key) => `${tenantRoot}${tenant}:idem:${key}`,
-    outbox: () => `${prefix}:outbox`,
+    shardRoot: (shard) => roots[shard]!.slice(0, -1),
+    message,
+    infobip: (id) => `${message(id)}:infobip`,
+    idempotency: (tenant, key, shard) => `${tenantRoot(shard)}${tenant}:idem:${key}`,
+    outbox: (shard) => `${roots[shard]}outbox`,
     unmatched: () => `${prefix}:dlr:unmatched`,
     sendBudget: (second) => `${prefix}:budget:send:${second}`,
     logsBudget: (minute) => `${prefix}:budget:logs:${minute}`,
-    created: (tenant) => `${tenantRoot}${tenant}:idx:created`,
+    created: (tenant, shard) => `${tenantRoot(shard)}${tenant}:idx:created`,
     byStatus,
-    statusIndexes: (tenant) => Object.values(STATUS).map((status) => byStatus(tenant, status)),
-    tenantRoot: () => tenantRoot,
-    byReference: (tenant, reference) => `${tenantRoot}${tenant}:idx:ref:${reference}`,
-    byRecipient: (tenant, to) => `${tenantRoot}${tenant}:idx:to:${to}`,
-    suppressions: (tenant) => `${tenantRoot}${tenant}${SUPPRESSIONS}`,
+    statusIndexes: (tenant, shard) => Object.values(STATUS).map((status) => byStatus(tenant, status, shard)),
+    tenantRoot,
+    byReference: (tenant, reference, shard) => `${tenantRoot(shard)}${tenant}:idx:ref:${reference}`,
+    byRecipient: (tenant, to, shard) => `${tenantRoot(shard)}${tenant}:idx:to:${to}`,
+    suppressions: (tenant, shard) => `${tenantRoot(shard)}${tenant}${SUPPRESSIONS}`,
     inboundSeen: (messageId) => `${prefix}:inbound:seen:${messageId}`,
-    open: () => `${prefix}:idx:open`,
-    stale: () => `${prefix}:idx:stale`,
-    staleCount: () => `${prefix}:metrics:stale`,
-    reconcileCursor: () => `${prefix}:reconcile:cursor`,
+    open: (shard) => `${roots[shard]}idx:open`,
+    stale: (shard) => `${roots[shard]}idx:stale`,
+    staleCount: (shard) => `${roots[shard]}metrics:stale`,
+    reconcileCursor: (shard) => `${roots[shard]}reconcile:cursor`,
+    partitions: () => `${prefix}:partitions`,
     metrics: () => `${prefix}:metrics`,
     rateLimit: () => `${prefix}:ratelimit:`,
   }

@@ -1,4 +1,5 @@
-import type { ClientContext, Redis, Result } from 'ioredis'
+import type { ClientContext, Result } from 'ioredis'
+import type { RedisClient } from '../redis.js'
 import { SUPPRESSED_ERROR } from '../domain/message.js'
 import { FINAL_RANK, RANK } from '../domain/status.js'
 import { DEFAULT_TENANT } from '../tenants.js'
@@ -16,7 +17,7 @@ declare module 'ioredis' {
 }
 
 /** Makes the scripts commands of this connection (ioredis sends EVALSHA, and the script once when Redis lacks it). */
-export function defineScripts(redis: Redis): void {
+export function defineScripts(redis: RedisClient): void {
   // TRANSITION and CLAIM take a batch: their number of keys is given with each call.
   redis.defineCommand('smsTransition', { lua: TRANSITION })
   redis.defineCommand('smsClaim', { lua: CLAIM })
