@@ -36,8 +36,9 @@ export async function cleanupRun(redis: Redis, runId: string): Promise<void> {
   await unlinkAll(redis, await scan(redis, `${runId}-*`))
 }
 
-/** The message record hashes (`prefix:msg:{id}`): braces are literal in Redis globs. */
-export const recordKeys = (redis: Redis, prefix: string): Promise<string[]> => scanKeys(redis, prefix, 'msg:{*}')
+/** The message record hashes (`prefix:{shard}:msg:<id>`), without their `:infobip` strings. */
+export const recordKeys = async (redis: Redis, prefix: string): Promise<string[]> =>
+  (await scanKeys(redis, prefix, '{*}:msg:*')).filter((key) => !key.endsWith(':infobip'))
 
 /** How many records are in each status. */
 export async function statusCounts(redis: Redis, keys: string[]): Promise<Record<string, number>> {

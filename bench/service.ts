@@ -1,3 +1,4 @@
+import { partitionPrefix } from '../src/queues.js'
 import { Queue } from 'bullmq'
 import type { Redis } from 'ioredis'
 import { API_KEY, DLR_TOKEN, INFOBIP_KEY } from './load.js'
@@ -94,7 +95,7 @@ export async function startWorkerProcesses(
   const children = Array.from({ length: count }, (_, i) =>
     start(`${name}-${i + 1}`, 'workers/index.ts', serviceEnv(settings, prefix, { WORKER_QUEUES: queues, ...extra }), settings),
   )
-  const queue = new Queue(queues.split(',')[0]!, { connection: redis, prefix })
+  const queue = new Queue(queues.split(',')[0]!, { connection: redis, prefix: partitionPrefix({ KEY_PREFIX: prefix }, 0) })
   try {
     await until(
       async () => {

@@ -24,7 +24,7 @@ export function makeAfterChanges(hooks: ChangeHooks): AfterChanges {
   return async function after(transitions, results) {
     hooks.onApplied?.(transitions, results)
     const jobs = callbackJobs(transitions, results, hooks.callbackOptions)
-    if (jobs.length > 0) await hooks.callbackQueue.addBulk(jobs, (job) => job.opts!.jobId!)
+    if (jobs.length > 0) await hooks.callbackQueue.addBulk(jobs)
   }
 }
 

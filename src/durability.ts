@@ -36,7 +36,9 @@ export async function acknowledge(writes: Writes, config: Settings): Promise<voi
   if (n === 0) return
   const { connections, sockets, slots } = writes
   const counts = await Promise.all(
-    connections.flatMap((redis, i) => (redis instanceof Cluster ? slots.map((key) => clusterReplicasThatHave(redis, key, config)) : [replicasThatHave(redis, sockets[i], config)])),
+    connections.flatMap((redis, i) =>
+      redis instanceof Cluster ? slots.map((key) => clusterReplicasThatHave(redis, key, config)) : [replicasThatHave(redis, sockets[i], config)],
+    ),
   )
   const fewest = Math.min(...counts)
   if (fewest < n) throw new ReplicasUnavailable(fewest, n, config.REDIS_WAIT_TIMEOUT_MS)

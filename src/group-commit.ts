@@ -107,7 +107,7 @@ async function commit(
   const stored = await store.create(messages)
   const ids = stored.map((m) => m.id)
   try {
-    await queue.addBulk(jobs, (job) => job.opts!.jobId!)
+    await queue.addBulk(jobs)
   } catch (error) {
     await store.remove(messages).catch(() => {
       // Redis is gone: the records stay in the outbox, from which the send workers enqueue them.

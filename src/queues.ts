@@ -1,4 +1,4 @@
-import { Queue, type ConnectionOptions, type JobsOptions } from 'bullmq'
+import { Queue, type ConnectionOptions, type JobsOptions, type JobState } from 'bullmq'
 import type { Config } from './config.js'
 import { byShard, shardOf, shardsOf } from './shards.js'
 import { makeKeys } from './store/keys.js'
@@ -45,7 +45,10 @@ export function bodiesByPartition(raw: string, results: unknown[], partitions: n
 }
 
 /** The message id a report names (Infobip's messageId is ours), for its partition. */
-export const reportMessageId = (result: unknown): string => String((result as { messageId?: unknown } | null)?.messageId ?? '')
+export function reportMessageId(result: unknown): string {
+  const id = (result as { messageId?: unknown } | null)?.messageId
+  return typeof id === 'string' ? id : ''
+}
 
 /** Applying reports is idempotent (fingerprints), so a failed attempt is simply run again. */
 export const dlrJobOptions: JobsOptions = {
@@ -89,9 +92,14 @@ export class Partitioned<T> {
     return this.of(id).getJob(id)
   }
 
-  /** Adds jobs, each to the partition of the id `idOf` gives it: one call per partition. */
-  async addBulk(jobs: { name: string; data: T; opts?: JobsOptions }[], idOf: (job: { data: T; opts?: JobsOptions }) => string): Promise<void> {
-    const groups = byShard(jobs, (job) => shardOf(idOf(job)) % this.partitions.length)
+  /** Adds a job to the partition its id names. */
+  add(name: string, data: T, opts: JobsOptions & { jobId: string }) {
+    return (this.of(opts.jobId) as Queue).add(name, data, opts)
+  }
+
+  /** Adds jobs, each to the partition its id names: one call per partition. */
+  async addBulk(jobs: { name: string; data: T; opts: JobsOptions & { jobId: string } }[]): Promise<void> {
+    const groups = byShard(jobs, (job) => shardOf(job.opts.jobId) % this.partitions.length)
     // One job is one script call; addBulk would start a MULTI, which costs more than it saves.
     await Promise.all(
       [...groups].map(([partition, group]) => {
@@ -99,6 +107,19 @@ export class Partitioned<T> {
         return group.length === 1 ? queue.add(group[0]!.name, group[0]!.data, group[0]!.opts) : queue.addBulk(group)
       }),
     )
+  }
+
+  /** Jobs in these states, over all partitions. */
+  async getJobCounts(...states: JobState[]): Promise<Record<string, number>> {
+    const counts: Record<string, number> = {}
+    for (const partition of await Promise.all(this.partitions.map((q) => q.getJobCounts(...states))))
+      for (const [state, n] of Object.entries(partition)) counts[state] = (counts[state] ?? 0) + n
+    return counts
+  }
+
+  /** Jobs waiting or delayed, over all partitions. */
+  async count(): Promise<number> {
+    return (await Promise.all(this.partitions.map((q) => q.count()))).reduce((a, b) => a + b, 0)
   }
 
   close(): Promise<unknown> {

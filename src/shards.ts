@@ -40,7 +40,7 @@ export function shardOf(id: string): number {
 export const SHARD_TAGS: readonly string[] = Array.from({ length: MAX_PARTITIONS }, (_, shard) => {
   // Within its third, a shard's point stays 1/16 of a third away from the edges.
   const within = 1 / 16 + (radicalInverse(Math.floor(shard / 3)) * 7) / 8
-  const target = Math.floor(((shard % 3) + within) / 3 * SLOTS)
+  const target = Math.floor((((shard % 3) + within) / 3) * SLOTS)
   const window = SLOTS / 256
   for (let k = 0; ; k++) {
     const tag = `${shard}.${k}`

@@ -61,7 +61,7 @@ for (const api of ['v3', 'v2'] as const) {
       30_000,
       'the dlr queue to drain',
     )
-    t.equal(await dlrQueue.getFailedCount(), 0, 'no dlr job failed')
+    t.equal((await dlrQueue.getJobCounts('failed')).failed, 0, 'no dlr job failed')
 
     for (const [i, outcome] of OUTCOMES.entries()) {
       const res = await app.inject({ url: `/messages/${ids[i]}`, headers: AUTH })

@@ -134,7 +134,7 @@ t.test('a Redis error in a request: the API logs the command, not the message it
     await cleanup(config.KEY_PREFIX)
   })
   // The outbox of the wrong type: the script storing the message fails with WRONGTYPE.
-  await redis.set(makeKeys(config.KEY_PREFIX).outbox(), 'not a sorted set')
+  await redis.set(makeKeys(config.KEY_PREFIX).outbox(0), 'not a sorted set')
   const text = 'Your code is 246810, Bob'
   const res = await app.inject({ method: 'POST', url: '/messages', headers: AUTH, payload: { to: '+41 79 302 55 44', text } })
   t.equal(res.statusCode, 500)

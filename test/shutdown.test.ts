@@ -6,7 +6,7 @@ import { Queue } from 'bullmq'
 import { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
 import { loadConfig } from '../src/config.js'
-import { QUEUE } from '../src/queues.js'
+import { partitionPrefix, QUEUE } from '../src/queues.js'
 import { MessageStore } from '../src/store/message-store.js'
 import {
   API_KEY,
@@ -120,7 +120,7 @@ t.test('API: SIGTERM stops accepting, finishes the in-flight request, exits 0', 
   // The in-flight request really was stored: Redis was closed only after it finished.
   const redis = new Redis(REDIS_URL)
   t.teardown(() => redis.disconnect())
-  t.match(await new MessageStore(redis, env.KEY_PREFIX!, 30).get(id), { id, status: 'QUEUED' })
+  t.match(await new MessageStore(redis, { prefix: env.KEY_PREFIX!, ttlDays: 30 }).get(id), { id, status: 'QUEUED' })
 })
 
 t.test('worker: SIGTERM during an Infobip call lets the job finish, then exits 0', async (t) => {
@@ -154,7 +154,7 @@ t.test('worker: SIGTERM during an Infobip call lets the job finish, then exits 0
   t.match(await app.store.get(id), { status: 'PENDING', attempts: 1 }, 'the active job finished before the exit')
   t.match(await (await fetch(`${sim.url}/_sim/messages/${id}`)).json(), { submissions: 1, accepted: 1 })
   // Completed, not left active or waiting for another worker to send again.
-  const queue = new Queue(QUEUE.send, { connection: app.redis, prefix: config.KEY_PREFIX })
+  const queue = new Queue(QUEUE.send, { connection: app.redis, prefix: partitionPrefix(config, 0) })
   t.teardown(() => queue.close())
   t.match(await queue.getJobCounts('active', 'waiting', 'delayed', 'failed'), { active: 0, waiting: 0, delayed: 0, failed: 0 })
 })

@@ -27,7 +27,7 @@ export function startOutboxSweeper(
     const ids = await store.outboxBefore(shard, olderThanMs)
     if (ids.length === 0) return 0
     const messages = (await store.getOwners(ids)).flatMap((owned) => (owned ? [{ ...owned.message, tenant: owned.tenant }] : []))
-    if (messages.length > 0) await queue.addBulk(sendJobs(messages, config), (job) => job.opts!.jobId!)
+    if (messages.length > 0) await queue.addBulk(sendJobs(messages, config))
     await store.removeFromOutbox(ids)
     log.warn({ shard, count: messages.length }, 'enqueued messages whose send jobs were missing')
     return messages.length

@@ -4,7 +4,17 @@ import { callbackJobOptions, type CallbackJob } from '../src/callbacks.js'
 import { listOf, type Config } from '../src/config.js'
 import { InfobipClient, LOGS_CALLS_PER_MINUTE } from '../src/infobip/client.js'
 import { countTransitions, SharedMetrics } from '../src/metrics.js'
-import { createQueues, partitionPrefix, QUEUE, sendJobOptions, type DlrJob, type InboundJob, type Partitioned, type QueueName, type SendJob } from '../src/queues.js'
+import {
+  createQueues,
+  partitionPrefix,
+  QUEUE,
+  sendJobOptions,
+  type DlrJob,
+  type InboundJob,
+  type Partitioned,
+  type QueueName,
+  type SendJob,
+} from '../src/queues.js'
 import { connectOrExplain, createRedis, type RedisClient } from '../src/redis.js'
 import { MessageStore } from '../src/store/message-store.js'
 import { DEFAULT_TENANT, loadTenants, type Tenants } from '../src/tenants.js'

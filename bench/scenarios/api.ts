@@ -1,6 +1,6 @@
 import { Queue } from 'bullmq'
 import type { Redis } from 'ioredis'
-import type { SendJob } from '../../src/queues.js'
+import { partitionPrefix, type SendJob } from '../../src/queues.js'
 import { MessageStore } from '../../src/store/message-store.js'
 import { batchBody, bearer, DLR_TOKEN, dlrBody, messageBody } from '../load.js'
 import { rss, stop } from '../processes.js'
@@ -79,17 +79,17 @@ export async function postBatch(ctx: Ctx, bare: BareCeilings): Promise<Row> {
 
 /** Every 2xx left a record, and every record is in exactly one waiting send job; nothing stays in the outbox. */
 async function storedAndQueued(redis: Redis, prefix: string, messages: number): Promise<Check[]> {
-  const queue = new Queue<SendJob>('send', { connection: redis, prefix })
+  const queue = new Queue<SendJob>('send', { connection: redis, prefix: partitionPrefix({ KEY_PREFIX: prefix }, 0) })
   try {
-    const store = new MessageStore(redis, prefix, TTL_DAYS)
-    const records = (await recordKeys(redis, prefix)).map((key) => key.slice(key.indexOf('{') + 1, -1))
+    const store = new MessageStore(redis, { prefix, ttlDays: TTL_DAYS })
+    const records = (await recordKeys(redis, prefix)).map((key) => key.slice(key.lastIndexOf(':') + 1))
     const queued = (await queue.getJobs(['waiting'])).flatMap((job) => job.data.ids)
     const inJobs = new Set(queued)
     return [
       equal('records = messages acknowledged', records.length, messages),
       equal('messages in send jobs = records', queued.length, records.length),
       equal('records without a send job', records.filter((id) => !inJobs.has(id)).length, 0),
-      equal('outbox empty', await redis.zcard(store.keys.outbox()), 0),
+      equal('outbox empty', await redis.zcard(store.keys.outbox(0)), 0),
     ]
   } finally {
     await queue.close()
@@ -100,7 +100,7 @@ async function storedAndQueued(redis: Redis, prefix: string, messages: number): 
 export async function postDlr(ctx: Ctx, bare: BareCeilings): Promise<Row> {
   const prefix = prefixOf(ctx, 'post-dlr')
   const api = await startApi(ctx.settings, 'api', prefix)
-  const queue = new Queue('dlr', { connection: ctx.redis, prefix })
+  const queue = new Queue('dlr', { connection: ctx.redis, prefix: partitionPrefix({ KEY_PREFIX: prefix }, 0) })
   try {
     const { run, cpu, acknowledged: posts } = await warmThenFire(ctx, [api.child], `${api.url}/infobip-dlr?token=${DLR_TOKEN}`, dlrBody(BATCH), WARM.dlr)
     return {

@@ -1,6 +1,6 @@
 import { Queue } from 'bullmq'
 import type { Redis } from 'ioredis'
-import { dlrJobOptions } from '../../src/queues.js'
+import { partitionPrefix, dlrJobOptions } from '../../src/queues.js'
 import { MessageStore } from '../../src/store/message-store.js'
 import { deliveredReports } from '../load.js'
 import { stop, until, type Child } from '../processes.js'
@@ -21,8 +21,8 @@ const WARM_JOBS = 40
 
 export async function dlrWorkers(ctx: Ctx, processes: number, hset: HsetCeiling, messages = 40_000, resent = 20): Promise<Row> {
   const prefix = prefixOf(ctx, `dlr-worker-${processes}`)
-  const store = new MessageStore(ctx.redis, prefix, TTL_DAYS)
-  const queue = new Queue('dlr', { connection: ctx.redis, prefix })
+  const store = new MessageStore(ctx.redis, { prefix, ttlDays: TTL_DAYS })
+  const queue = new Queue('dlr', { connection: ctx.redis, prefix: partitionPrefix({ KEY_PREFIX: prefix }, 0) })
   let workers: Child[] = []
   try {
     progress(`  filling: ${messages.toLocaleString('en-US')} PENDING messages, their reports in ${messages / BATCH + resent} jobs`)

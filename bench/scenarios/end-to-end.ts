@@ -1,3 +1,4 @@
+import { partitionPrefix } from '../../src/queues.js'
 import { Queue } from 'bullmq'
 import { batchBody, bearer, fire, messageBody } from '../load.js'
 import { rss, stop, until, type Child } from '../processes.js'
@@ -40,8 +41,8 @@ export async function endToEnd(
   const warmMessages = warmUpOf(total)
   const prefix = prefixOf(ctx, name)
   const api = await startApi(ctx.settings, 'api', prefix, { OTEL_SERVICE_NAME: 'sms-api', ...options.env })
-  const sendQueue = new Queue('send', { connection: ctx.redis, prefix })
-  const dlrQueue = new Queue('dlr', { connection: ctx.redis, prefix })
+  const sendQueue = new Queue('send', { connection: ctx.redis, prefix: partitionPrefix({ KEY_PREFIX: prefix }, 0) })
+  const dlrQueue = new Queue('dlr', { connection: ctx.redis, prefix: partitionPrefix({ KEY_PREFIX: prefix }, 0) })
   let workers: Child[] = []
   try {
     workers = await startWorkerProcesses(ctx.settings, ctx.redis, 'worker', prefix, processes, 'send,dlr', {

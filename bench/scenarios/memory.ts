@@ -12,7 +12,7 @@ import { deliver, markPending, prefixOf, storeMessages, TTL_DAYS, type Ctx } fro
  */
 export async function memoryPerMessage(ctx: Ctx, hset: HsetCeiling, count = 10_000): Promise<Row[]> {
   const prefix = prefixOf(ctx, 'memory')
-  const store = new MessageStore(ctx.redis, prefix, TTL_DAYS)
+  const store = new MessageStore(ctx.redis, { prefix, ttlDays: TTL_DAYS })
   const statuses = (ids: string[]) =>
     statusCounts(
       ctx.redis,

@@ -51,7 +51,9 @@ const infobipInbound: FastifyPluginAsyncTypebox = async (app) => {
       }
       // One sender's messages always go to the same partition, whose worker applies them in order.
       const partitions = queue.partitions.length
-      const bodies = bodiesByPartition(request.rawBody, results, partitions, (r) => shardOfKey(String((r as { from?: unknown }).from ?? ''), partitions))
+      const bodies = bodiesByPartition(request.rawBody, results, partitions, (r) =>
+        shardOfKey(JSON.stringify((r as { from?: unknown }).from ?? ''), partitions),
+      )
       await Promise.all([...bodies].map(([p, body]) => queue.partitions[p]!.add('inbound', { body }, inboundJobOptions)))
       await acknowledge(
         writesFrom(

@@ -190,7 +190,11 @@ export class MessageStore {
 
   /** The send jobs of these messages exist: they leave the outbox. */
   async removeFromOutbox(ids: string[]): Promise<void> {
-    await this.#perShard(ids, (id) => id, (shard, group) => this.#redis.zrem(this.keys.outbox(shard), ...group).then(() => group))
+    await this.#perShard(
+      ids,
+      (id) => id,
+      (shard, group) => this.#redis.zrem(this.keys.outbox(shard), ...group).then(() => group),
+    )
   }
 
   /** Removes messages whose creation could not be completed: records, index entries, outbox entries. */
@@ -241,20 +245,28 @@ export class MessageStore {
 
   /** Messages with their tenants, in one round trip. */
   async getOwners(ids: string[]): Promise<(Owned | undefined)[]> {
-    return this.#perShard(ids, (id) => id, async (_, group) => {
-      const pipeline = this.#redis.pipeline()
-      for (const id of group) pipeline.hgetall(this.keys.message(id)).get(this.keys.infobip(id))
-      const replies = (await exec(pipeline)) as (Record<string, string> | string | null)[]
-      return group.map((_, i) => {
-        const hash = replies[2 * i] as Record<string, string>
-        return hash.id ? { message: fromHash(hash, replies[2 * i + 1] as string | null), tenant: tenantOf(hash) } : undefined
-      })
-    })
+    return this.#perShard(
+      ids,
+      (id) => id,
+      async (_, group) => {
+        const pipeline = this.#redis.pipeline()
+        for (const id of group) pipeline.hgetall(this.keys.message(id)).get(this.keys.infobip(id))
+        const replies = (await exec(pipeline)) as (Record<string, string> | string | null)[]
+        return group.map((_, i) => {
+          const hash = replies[2 * i] as Record<string, string>
+          return hash.id ? { message: fromHash(hash, replies[2 * i + 1] as string | null), tenant: tenantOf(hash) } : undefined
+        })
+      },
+    )
   }
 
   /** The fingerprints of the reports recorded for each message (applied, ignored or duplicate). */
   async fingerprints(ids: string[]): Promise<Set<string>[]> {
-    const replies = await this.#perShard(ids, (id) => id, (_, group) => exec(group.reduce((p, id) => p.hkeys(this.keys.message(id)), this.#redis.pipeline())) as Promise<string[][]>)
+    const replies = await this.#perShard(
+      ids,
+      (id) => id,
+      (_, group) => exec(group.reduce((p, id) => p.hkeys(this.keys.message(id)), this.#redis.pipeline())) as Promise<string[][]>,
+    )
     return replies.map((fields) => new Set(fields.filter((f) => f.startsWith(FINGERPRINT_FIELD)).map((f) => f.slice(FINGERPRINT_FIELD.length))))
   }
 
@@ -280,7 +292,11 @@ export class MessageStore {
    * in a shard, a pipeline per shard.
    */
   async transition(transitions: Transition[]): Promise<TransitionResult[]> {
-    return this.#perShard(transitions, (t) => t.id, (shard, group) => this.#transitionInShard(shard, group))
+    return this.#perShard(
+      transitions,
+      (t) => t.id,
+      (shard, group) => this.#transitionInShard(shard, group),
+    )
   }
 
   async #transitionInShard(shard: number, transitions: Transition[]): Promise<TransitionResult[]> {
@@ -314,14 +330,18 @@ export class MessageStore {
   /** Claims messages for submission (see CLAIM): one call per 100 of them in a shard, a pipeline per shard. */
   async claim(ids: string[], options: ClaimOptions): Promise<Claim[]> {
     const now = String(Date.now())
-    const replies = await this.#perShard(ids, (id) => id, async (shard, group) => {
-      const pipeline = this.#redis.pipeline()
-      const args = [options.force ? 'force' : '', now, options.owner, String(options.busyMs), this.keys.tenantRoot(shard)]
-      for (const batch of inBatches(group)) {
-        pipeline.smsClaim(1 + batch.length, this.keys.open(shard), ...batch.map((id) => this.keys.message(id)), ...args, ...batch)
-      }
-      return ((await exec(pipeline)) as string[][][]).flat()
-    })
+    const replies = await this.#perShard(
+      ids,
+      (id) => id,
+      async (shard, group) => {
+        const pipeline = this.#redis.pipeline()
+        const args = [options.force ? 'force' : '', now, options.owner, String(options.busyMs), this.keys.tenantRoot(shard)]
+        for (const batch of inBatches(group)) {
+          pipeline.smsClaim(1 + batch.length, this.keys.open(shard), ...batch.map((id) => this.keys.message(id)), ...args, ...batch)
+        }
+        return ((await exec(pipeline)) as string[][][]).flat()
+      },
+    )
     return replies.map(([result, a, b, c, d], i): Claim => {
       if (result === 'ok') return { result, submission: { id: ids[i]!, to: a!, from: b!, text: c!, validityPeriodMinutes: d ? Number(d) : undefined } }
       if (result === 'suppressed')
@@ -336,12 +356,16 @@ export class MessageStore {
    */
   async cancel(tenant: string, ids: string[]): Promise<CancelResult[]> {
     const now = String(Date.now())
-    const replies = await this.#perShard(ids, (id) => id, async (shard, group) => {
-      const pipeline = this.#redis.pipeline()
-      const args = [this.keys.tenantRoot(shard), now, tenant]
-      for (const batch of inBatches(group)) pipeline.smsCancel(batch.length, ...batch.map((id) => this.keys.message(id)), ...args, ...batch)
-      return ((await exec(pipeline)) as string[][][]).flat()
-    })
+    const replies = await this.#perShard(
+      ids,
+      (id) => id,
+      async (shard, group) => {
+        const pipeline = this.#redis.pipeline()
+        const args = [this.keys.tenantRoot(shard), now, tenant]
+        for (const batch of inBatches(group)) pipeline.smsCancel(batch.length, ...batch.map((id) => this.keys.message(id)), ...args, ...batch)
+        return ((await exec(pipeline)) as string[][][]).flat()
+      },
+    )
     return replies.map(([result, a, b, c, d]): CancelResult => {
       if (result === 'canceled')
         return {
@@ -361,7 +385,10 @@ export class MessageStore {
   async idsByReference(tenant: string, reference: string, after: string | undefined, limit: number): Promise<string[]> {
     const pages = await Promise.all(
       this.shards.map(
-        (shard) => this.#redis.call('ZRANGE', this.keys.byReference(tenant, reference, shard), after ? `(${after}` : '-', '+', 'BYLEX', 'LIMIT', 0, limit) as Promise<string[]>,
+        (shard) =>
+          this.#redis.call('ZRANGE', this.keys.byReference(tenant, reference, shard), after ? `(${after}` : '-', '+', 'BYLEX', 'LIMIT', 0, limit) as Promise<
+            string[]
+          >,
       ),
     )
     return pages.flat().sort().slice(0, limit)
@@ -380,7 +407,12 @@ export class MessageStore {
     // Every shard has its copy, which CREATE and CLAIM look up in their own slot; shard 0's is the one read.
     await Promise.all(
       this.shards.map((shard) =>
-        exec(entries.reduce((p, { to: _, ...stored }, i) => p.hset(this.keys.suppressions(tenants[i]!, shard), to, JSON.stringify(stored)), this.#redis.pipeline())),
+        exec(
+          entries.reduce(
+            (p, { to: _, ...stored }, i) => p.hset(this.keys.suppressions(tenants[i]!, shard), to, JSON.stringify(stored)),
+            this.#redis.pipeline(),
+          ),
+        ),
       ),
     )
     return entries
@@ -426,7 +458,11 @@ export class MessageStore {
 
   /** Infobip answered without accepting (429, 4xx, 5xx): the outcome of the submission is known. */
   async settle(ids: string[]): Promise<void> {
-    await this.#perShard(ids, (id) => id, (_, group) => exec(group.reduce((p, id) => p.hdel(this.keys.message(id), 'inflight'), this.#redis.pipeline())))
+    await this.#perShard(
+      ids,
+      (id) => id,
+      (_, group) => exec(group.reduce((p, id) => p.hdel(this.keys.message(id), 'inflight'), this.#redis.pipeline())),
+    )
   }
 
   /** Takes `n` submissions from the global per-second budget; false when it is spent. */

@@ -165,7 +165,7 @@ export const CREATE = `${PRELUDE}
 local id = ARGV[2]
 local function trim(key)
   for _, old in ipairs(redis.call('ZRANGE', key, '-', '(' .. ARGV[5], 'BYLEX', 'LIMIT', 0, 3)) do
-    if redis.call('EXISTS', ARGV[6] .. old .. '}') == 0 then redis.call('ZREM', key, old) end
+    if redis.call('EXISTS', ARGV[6] .. old) == 0 then redis.call('ZREM', key, old) end
   end
 end
 -- A per-value index lives as long as its longest-lived message: its expiry only ever moves later.

@@ -10,7 +10,7 @@ import { Redis } from 'ioredis'
 import type { Test } from 'tap'
 import { Pool } from 'undici'
 import { STATUS, type Status } from '../../src/domain/status.js'
-import type { QueueName } from '../../src/queues.js'
+import { partitionPrefix, type QueueName } from '../../src/queues.js'
 import { makeKeys, type Keys } from '../../src/store/keys.js'
 import { MessageStore } from '../../src/store/message-store.js'
 import { API_KEY, DLR_TOKEN, ROOT, testEnv, waitFor } from '../helpers/index.js'
@@ -239,7 +239,7 @@ export class Stack {
     readonly simPort: number,
   ) {
     this.keys = makeKeys(env.KEY_PREFIX!)
-    this.store = new MessageStore(chaos.redisClient, env.KEY_PREFIX!, 1)
+    this.store = new MessageStore(chaos.redisClient, { prefix: env.KEY_PREFIX!, ttlDays: 1 })
   }
 
   get prefix(): string {
@@ -317,7 +317,7 @@ export class Stack {
   }
 
   queue(name: QueueName): Queue {
-    const queue = new Queue(name, { connection: this.chaos.redisClient, prefix: this.prefix })
+    const queue = new Queue(name, { connection: this.chaos.redisClient, prefix: partitionPrefix({ KEY_PREFIX: this.prefix }, 0) })
     this.queues.push(queue)
     return queue
   }
@@ -332,7 +332,7 @@ export class Stack {
   async statusCounts(): Promise<Record<Status, number>> {
     const statuses = Object.values(STATUS)
     const pipeline = this.chaos.redisClient.pipeline()
-    for (const s of statuses) pipeline.zcard(this.keys.byStatus(DEFAULT_TENANT, s))
+    for (const s of statuses) pipeline.zcard(this.keys.byStatus(DEFAULT_TENANT, s, 0))
     const replies = (await pipeline.exec())!
     return Object.fromEntries(statuses.map((s, i) => [s, Number(replies[i]![1])])) as Record<Status, number>
   }

@@ -176,10 +176,10 @@ async function outage(t: Test, signal: 'SIGTERM' | 'SIGKILL') {
 
   // Measured, not hidden: a request answered 503 whose records were nevertheless written.
   const references = new Map(answers.filter((a) => a.kind !== 'dlr').flatMap((a) => a.references.map((r) => [r, a] as const)))
-  const all = (await chaos.redisClient.zrange(stack.keys.created(DEFAULT_TENANT), '0', '-1')).filter((id) => !targets.includes(id))
+  const all = (await chaos.redisClient.zrange(stack.keys.created(DEFAULT_TENANT, 0), '0', '-1')).filter((id) => !targets.includes(id))
   const records = (await mapLimit(chunk(all, 500), 4, (ids) => stack.store.getMany(ids))).flat()
   const ghosts = records.filter((m) => m && !ok(references.get(m.reference ?? '')!))
-  const outbox = await chaos.redisClient.zcard(stack.keys.outbox())
+  const outbox = await chaos.redisClient.zcard(stack.keys.outbox(0))
   t.comment(
     `Redis ${signal}: ${answers.length} requests (${JSON.stringify(statuses)}), ${ackedIds.length} messages and ${reports.length} reports acknowledged, all processed; ` +
       `${ghosts.length} messages stored although their request was answered 503 (${outbox} in the outbox)`,

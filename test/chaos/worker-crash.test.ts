@@ -1,3 +1,4 @@
+import { partitionPrefix } from '../../src/queues.js'
 import { QueueEvents } from 'bullmq'
 import t from 'tap'
 import { isFinal, RANK, type Status } from '../../src/domain/status.js'
@@ -164,7 +165,7 @@ t.test('dlr: a dlr worker SIGKILLed while 20,000 reports are applied; the others
   t.pass(`${reports.length} reports acknowledged in ${posts.length} POSTs`)
 
   const queue = stack.queue('dlr')
-  const events = new QueueEvents('dlr', { connection: chaos.client(), prefix: stack.prefix })
+  const events = new QueueEvents('dlr', { connection: chaos.client(), prefix: partitionPrefix({ KEY_PREFIX: stack.prefix }, 0) })
   t.teardown(() => events.close())
   let stalled = 0
   events.on('stalled', () => stalled++)

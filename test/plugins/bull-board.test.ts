@@ -64,7 +64,7 @@ t.test('the dashboard keeps helmet, with a CSP its page can live with', async (t
 })
 
 t.test('read-only: retry, clean and remove are refused', async (t) => {
-  const job = await app.queues.send.add('send', { ids: ['msg_readonly'] }, { delay: 60_000 })
+  const job = await app.queues.send.partitions[0]!.add('send', { ids: ['msg_readonly'] }, { delay: 60_000 })
   for (const url of [
     '/admin/queues/api/queues/send/retry/failed',
     '/admin/queues/api/queues/send/clean/delayed',
@@ -81,7 +81,7 @@ t.test('read-only: retry, clean and remove are refused', async (t) => {
 
 t.test('BULL_BOARD_READ_ONLY=false lets operators act on jobs', async (t) => {
   const writable = await buildTestApp(t, testConfig('bull-board-rw', { BULL_BOARD_USER: USER, BULL_BOARD_PASSWORD: PASSWORD, BULL_BOARD_READ_ONLY: false }))
-  const job = await writable.queues.send.add('send', { ids: ['msg_rw'] }, { delay: 60_000 })
+  const job = await writable.queues.send.partitions[0]!.add('send', { ids: ['msg_rw'] }, { delay: 60_000 })
   const res = await writable.inject({ method: 'PUT', url: `/admin/queues/api/queues/send/${job.id}/clean`, headers: OPS })
   t.equal(res.statusCode, 204)
   t.equal(await writable.queues.send.getJob(job.id!), undefined)
@@ -106,7 +106,7 @@ t.test('job data is shown without message text or full phone numbers', async (t)
   t.match(v2, { messageId: 'msg_b', to: '*******1234', from: '*******2233' })
 
   // A send job names message ids only, and is shown as it is.
-  await app.queues.send.add('send', { ids: ['msg_x', 'msg_y'] }, { delay: 60_000 })
+  await app.queues.send.partitions[0]!.add('send', { ids: ['msg_x', 'msg_y'] }, { delay: 60_000 })
   const send = (await boardQueues('send')).find((q) => q.name === 'send')!
   t.same(
     send.jobs.map((j) => j.data),
@@ -128,9 +128,9 @@ t.test('URLs in job data are shown without userinfo, query values or fragment', 
     at: new Date().toISOString(),
     infobip: { status: null, error: null },
   }
-  await app.queues.callback.add('callback', { url, payload }, { delay: 60_000 })
+  await app.queues.callback.partitions[0]!.add('callback', { url, payload }, { delay: 60_000 })
   // Any queue's data: a message's callbackUrl, wherever it sits.
-  await app.queues.reconcile.add('reconcile', { messages: [{ id: 'msg_cb', callbackUrl: url }] }, { delay: 60_000 })
+  await app.queues.reconcile.partitions[0]!.add('reconcile', { messages: [{ id: 'msg_cb', callbackUrl: url }] }, { delay: 60_000 })
   for (const name of ['callback', 'reconcile']) {
     const queue = (await boardQueues(name)).find((q) => q.name === name)!
     const job = queue.jobs.find((j) => JSON.stringify(j.data).includes('msg_cb'))!

@@ -62,7 +62,7 @@ if (masterPort() === undefined) {
       10_000,
       'DELIVERED',
     )
-    t.equal(String(remotePort(app.redis)), masterPort(), 'the API is on the master the sentinels name')
+    t.equal(String(remotePort(app.redis as Redis)), masterPort(), 'the API is on the master the sentinels name')
   })
 
   t.test('REDIS_MIN_REPLICAS: 202 when the replica has the write, 503 saying so when there are not enough replicas', async (t) => {
@@ -117,8 +117,8 @@ if (masterPort() === undefined) {
     )
 
     // Every 202 has its record on the new master, and the workers, never restarted, deliver them all.
-    t.equal(String(remotePort(app.redis)), after, 'the API is on the new master')
-    t.equal(String(remotePort(app.queueRedis)), after, 'and so are its queues')
+    t.equal(String(remotePort(app.redis as Redis)), after, 'the API is on the new master')
+    t.equal(String(remotePort(app.queueRedis as Redis)), after, 'and so are its queues')
     const missing = []
     for (const id of accepted) if ((await app.inject({ url: `/messages/${id}`, headers: AUTH })).statusCode !== 200) missing.push(id)
     t.same(missing, [], `all ${accepted.length} accepted messages are stored`)

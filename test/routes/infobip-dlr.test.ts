@@ -10,7 +10,7 @@ import { newMessageId } from '../../src/accept-messages.js'
 import { loggerOptions } from '../../src/logger.js'
 import fp from 'fastify-plugin'
 import dlrAuth from '../../src/plugins/dlr-auth.js'
-import { dlrResults, QUEUE, type DlrJob } from '../../src/queues.js'
+import { dlrResults, partitionPrefix, QUEUE, type DlrJob } from '../../src/queues.js'
 import { makeDlrProcessor } from '../../workers/dlr.js'
 import { buildTestApp, cleanup, countWrites, DLR_TOKEN, REDIS_URL, testConfig } from '../helpers/index.js'
 import { STATUSES, v2Report, v3Report } from '../helpers/reports.js'
@@ -23,7 +23,7 @@ const noThrottle = fp(async (app) => void app.decorate('authFailures', { retryAf
 const config = testConfig('dlr-route')
 const app = await buildTestApp(t, config)
 const redis = new Redis(REDIS_URL)
-const queue = new Queue<DlrJob>(QUEUE.dlr, { connection: redis, prefix: config.KEY_PREFIX })
+const queue = new Queue<DlrJob>(QUEUE.dlr, { connection: redis, prefix: partitionPrefix(config, 0) })
 t.teardown(async () => {
   await queue.close()
   redis.disconnect()

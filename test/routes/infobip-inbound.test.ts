@@ -1,14 +1,14 @@
 import { Queue } from 'bullmq'
 import { Redis } from 'ioredis'
 import t from 'tap'
-import { inboundResults, QUEUE, type InboundJob } from '../../src/queues.js'
+import { inboundResults, partitionPrefix, QUEUE, type InboundJob } from '../../src/queues.js'
 import { buildTestApp, DLR_TOKEN, REDIS_URL, testConfig } from '../helpers/index.js'
 
 const OPS = { authorization: `Basic ${Buffer.from('ops:board-password-0123').toString('base64')}` }
 const config = testConfig('inbound-route', { BULL_BOARD_USER: 'ops', BULL_BOARD_PASSWORD: 'board-password-0123' })
 const app = await buildTestApp(t, config)
 const redis = new Redis(REDIS_URL)
-const queue = new Queue<InboundJob>(QUEUE.inbound, { connection: redis, prefix: config.KEY_PREFIX })
+const queue = new Queue<InboundJob>(QUEUE.inbound, { connection: redis, prefix: partitionPrefix(config, 0) })
 t.teardown(async () => {
   await queue.close()
   redis.disconnect()
@@ -113,6 +113,6 @@ t.test('the dashboard shows the inbound queue, its jobs without text or full num
   t.notOk(JSON.stringify(inbound).includes('4711'), 'neither text nor cleanText')
 
   const metrics = (await app.inject({ url: '/metrics' })).body
-  t.match(metrics, /^sms_queue_jobs\{queue="inbound",state="waiting"\} 1$/m, 'its depth in the metrics')
+  t.match(metrics, /^sms_queue_jobs\{queue="inbound",partition="0",state="waiting"\} 1$/m, 'its depth in the metrics')
   t.match(metrics, /^sms_inbound_total\{action="opt_out"\} 0$/m, 'every action exposed from the start')
 })

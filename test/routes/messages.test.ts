@@ -1,5 +1,5 @@
 import t from 'tap'
-import { AUTH, buildTestApp, countWrites, testConfig } from '../helpers/index.js'
+import { AUTH, buildTestApp, countWrites, keysUnder, testConfig } from '../helpers/index.js'
 
 const config = testConfig('messages')
 const app = await buildTestApp(t, config)
@@ -85,7 +85,7 @@ t.test('bad input gets a 400 naming the field and stores nothing', async (t) => 
     [{ to: '+41793026727', text: 'hi', validityPeriodMinutes: 1.5 }, /body\/validityPeriodMinutes must be integer/],
     [[{ to: '+41793026727', text: 'hi' }], /body must be object/],
   ]
-  const keysBefore = (await app.redis.keys(app.store.keys.message('*'))).length
+  const keysBefore = (await keysUnder(app.redis, `${app.config.KEY_PREFIX}:*:msg:*`)).length
   for (const [body, message] of cases) {
     const res = await post(body)
     t.equal(res.statusCode, 400, JSON.stringify(body).slice(0, 80))
@@ -100,7 +100,7 @@ t.test('bad input gets a 400 naming the field and stores nothing', async (t) => 
   const longKey = await post({ to: '+41793026727', text: 'hi' }, { 'idempotency-key': 'k'.repeat(256) })
   t.equal(longKey.statusCode, 400)
   t.match(longKey.json().message, /headers\/idempotency-key must NOT have more than 255 characters/)
-  t.equal((await app.redis.keys(app.store.keys.message('*'))).length, keysBefore, 'no record written')
+  t.equal((await keysUnder(app.redis, `${app.config.KEY_PREFIX}:*:msg:*`)).length, keysBefore, 'no record written')
 })
 
 t.test('a 5 MB body is refused with 413 before it is parsed', async (t) => {
@@ -175,8 +175,8 @@ t.test('batch: 202 with every resource in order, jobs of up to 100', async (t) =
 })
 
 t.test('batch: one invalid item refuses the whole batch and stores nothing', async (t) => {
-  const before = await app.redis.zcard(app.store.keys.outbox())
-  const keysBefore = (await app.redis.keys(app.store.keys.message('*'))).length
+  const before = (await Promise.all(app.store.shards.map((s) => app.redis.zcard(app.store.keys.outbox(s))))).reduce((a, b) => a + b, 0)
+  const keysBefore = (await keysUnder(app.redis, `${app.config.KEY_PREFIX}:*:msg:*`)).length
   const messages = Array.from({ length: 5 }, () => ({ to: '+41793026727', text: 'ok' }))
   messages[3] = { to: '+41 00', text: 'bad' }
   const res = await post({ messages }, {}, '/messages/batch')
@@ -197,8 +197,11 @@ t.test('batch: one invalid item refuses the whole batch and stores nothing', asy
   const tooMany = await post({ messages: Array(1001).fill({ to: '+41793026727', text: 'x' }) }, {}, '/messages/batch')
   t.equal(tooMany.statusCode, 400)
   t.match(tooMany.json().message, /body\/messages must NOT have more than 1000 items/)
-  t.equal((await app.redis.keys(app.store.keys.message('*'))).length, keysBefore, 'no record written')
-  t.equal(await app.redis.zcard(app.store.keys.outbox()), before)
+  t.equal((await keysUnder(app.redis, `${app.config.KEY_PREFIX}:*:msg:*`)).length, keysBefore, 'no record written')
+  t.equal(
+    (await Promise.all(app.store.shards.map((s) => app.redis.zcard(app.store.keys.outbox(s))))).reduce((a, b) => a + b, 0),
+    before,
+  )
 })
 
 t.test('batch: a constant number of Redis round trips, whatever its size', async (t) => {
@@ -232,7 +235,7 @@ t.test('when the jobs cannot be added, the records are removed again and the ans
   t.teardown(restore)
   queue.add = broken
   queue.addBulk = broken
-  const keysBefore = (await app.redis.keys(app.store.keys.message('*'))).length
+  const keysBefore = (await keysUnder(app.redis, `${app.config.KEY_PREFIX}:*:msg:*`)).length
   const single = await post({ to: '+41793026727', text: 'lost?' }, { 'idempotency-key': 'half-stored' })
   t.equal(single.statusCode, 503)
   const batch = await post(
@@ -246,7 +249,7 @@ t.test('when the jobs cannot be added, the records are removed again and the ans
     '/messages/batch',
   )
   t.equal(batch.statusCode, 503, 'a batch of two jobs too')
-  t.equal((await app.redis.keys(app.store.keys.message('*'))).length, keysBefore, 'no record left behind')
+  t.equal((await keysUnder(app.redis, `${app.config.KEY_PREFIX}:*:msg:*`)).length, keysBefore, 'no record left behind')
   restore()
   const retry = await post({ to: '+41793026727', text: 'lost?' }, { 'idempotency-key': 'half-stored' })
   t.equal(retry.statusCode, 202, 'the key was released: a retry is a new request')

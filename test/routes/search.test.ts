@@ -89,7 +89,9 @@ t.test('the status index never drifts from the records, whatever transitions are
         await Promise.all(changes.map(([i, status]) => app.store.transition([{ id: ids[i]!, status: status, source: 'dlr' }])))
         const records = await app.store.getMany(ids)
         for (const status of statuses) {
-          const indexed = new Set(await app.redis.zrange(app.store.keys.byStatus(DEFAULT_TENANT, status), '0', '-1'))
+          const indexed = new Set(
+            (await Promise.all(app.store.shards.map((s) => app.redis.zrange(app.store.keys.byStatus(DEFAULT_TENANT, status, s), '0', '-1')))).flat(),
+          )
           const actual = new Set(records.filter((m) => m!.status === status).map((m) => m!.id))
           if (indexed.size !== actual.size || [...actual].some((id) => !indexed.has(id))) return false
         }

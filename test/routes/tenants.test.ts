@@ -16,8 +16,7 @@ import {
   waitFor,
   writeTenantsFile,
   callbackReceiver,
-  type ReceivedCallback,
-} from '../helpers/index.js'
+  type ReceivedCallback,, keysUnder } from '../helpers/index.js'
 
 /** Two tenants besides `default` (API_KEYS): acme with two keys and its own settings, beta with none. */
 const KEY_A = 'sk_acme_live_0123456789abcdef'
@@ -76,7 +75,8 @@ t.test('isolation: another tenant’s message is unknown on every route that tak
     [id],
     'acme’s search finds its own and only its own',
   )
-  const keys = await app.redis.keys(`${app.config.KEY_PREFIX}:t:beta:idx:*`)
+  const keys = await keysUnder(app.redis, `${app.config.KEY_PREFIX}:*:t:beta:idx:*`)
+  t.ok(keys.length > 0, 'beta has indexes')
   const entries = (await Promise.all(keys.map((k) => app.redis.zrange(k, '0', '-1')))).flat()
   t.notOk(entries.includes(id), 'beta’s indexes hold no entry of acme’s')
 

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { ulid } from 'ulid'
+import { newMessageId } from '../../src/accept-messages.js'
 import { MAX_EXAMINED } from '../../src/store/search.js'
 import { DEFAULT_TENANT } from '../../src/tenants.js'
 import { AUTH, buildTestApp, testConfig } from '../helpers/index.js'
@@ -24,14 +24,14 @@ async function footprint(): Promise<string[]> {
 
 t.test('a Redis error in the middle of a create leaves nothing behind, for one message and for a batch', async (t) => {
   // A recipient index of the wrong type: the record and the created index are written before it fails.
-  const poisoned = keys.byRecipient(DEFAULT_TENANT, '41793020666')
+  const poisoned = keys.byRecipient(DEFAULT_TENANT, '41793020666', 0)
   await app.redis.set(poisoned, 'not a sorted set')
   const before = await footprint()
 
   const single = await post({ to: '+41793020666', text: 'never sent' })
   t.equal(single.statusCode, 500, 'a WRONGTYPE is an internal error')
   t.same(await footprint(), before, 'no record, index entry or outbox entry is left')
-  t.equal(await app.redis.zcard(keys.outbox()), 0, 'nothing for the outbox sweeper to send')
+  t.equal(await app.redis.zcard(keys.outbox(0)), 0, 'nothing for the outbox sweeper to send')
 
   const batch = await post(
     {
@@ -78,7 +78,8 @@ t.test('a search examines at most MAX_EXAMINED index entries and returns a curso
 t.test('per-recipient and per-reference indexes shed entries whose records have expired', async (t) => {
   const old = Date.now() - (config.MESSAGE_TTL_DAYS + 5) * 24 * 3600_000
   // Ids of that time (the service's own id factory is monotonic: it never goes back in time).
-  const idAt = (ms: number) => `msg_${ulid(ms)}`
+  // All in shard 0, whose indexes this test reads.
+  const idAt = (ms: number) => newMessageId(ms, 0)
   const expired = Array.from({ length: 6 }, (_, i) => idAt(old + i))
   const base = { tenant: DEFAULT_TENANT, to: '41793029999', from: 'InfoSMS', text: 'x', reference: 'old-campaign', encoding: 'GSM-7' as const, segments: 1 }
   await app.store.create(expired.map((id) => ({ ...base, id, createdAt: new Date(old) })))
@@ -89,8 +90,8 @@ t.test('per-recipient and per-reference indexes shed entries whose records have 
   // Their records expire (the live one, say a scheduled message, does not).
   await app.redis.del(...expired.map((id) => keys.message(id)))
 
-  const recipient = keys.byRecipient(DEFAULT_TENANT, base.to)
-  const reference = keys.byReference(DEFAULT_TENANT, base.reference)
+  const recipient = keys.byRecipient(DEFAULT_TENANT, base.to, 0)
+  const reference = keys.byReference(DEFAULT_TENANT, base.reference, 0)
   t.equal(await app.redis.zcard(recipient), 7)
   for (let i = 0; i < 2; i++) t.equal((await post({ to: '+41793029999', text: 'new', reference: 'old-campaign' })).statusCode, 202)
   t.same(await app.redis.zrange(recipient, '0', '0'), [live], 'the expired entries are gone, the live one stays')

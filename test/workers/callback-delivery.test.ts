@@ -5,11 +5,11 @@ import { pino } from 'pino'
 import t, { type Test } from 'tap'
 import { newMessageId } from '../../src/accept-messages.js'
 import type { CallbackJob } from '../../src/callbacks.js'
-import { createQueue, QUEUE } from '../../src/queues.js'
+import { createQueues, QUEUE } from '../../src/queues.js'
 import { connectOrExplain, createRedis } from '../../src/redis.js'
 import { MessageStore } from '../../src/store/message-store.js'
 import { makeCallbackProcessor, type CallbackDeps } from '../../workers/callback.js'
-import { CALLBACK_SECRET, cleanup, REDIS_URL, testConfig, waitFor } from '../helpers/index.js'
+import { CALLBACK_SECRET, cleanup, testConfig, waitFor } from '../helpers/index.js'
 
 /**
  * The callback worker's requests against real receivers on 127.0.0.1 (docs/statuses.md#retries,
@@ -17,10 +17,10 @@ import { CALLBACK_SECRET, cleanup, REDIS_URL, testConfig, waitFor } from '../hel
  * which URLs it refuses to connect to.
  */
 const config = testConfig('callback-delivery')
-const redis = createRedis(REDIS_URL, 'worker')
-await connectOrExplain(redis, REDIS_URL)
-const store = new MessageStore(redis, config.KEY_PREFIX, 1)
-const queue = createQueue<CallbackJob>(QUEUE.callback, redis, config)
+const redis = createRedis(config, 'worker')
+await connectOrExplain(redis, config)
+const store = new MessageStore(redis, { prefix: config.KEY_PREFIX, ttlDays: 1, partitions: config.QUEUE_PARTITIONS })
+const queue = createQueues<CallbackJob>(QUEUE.callback, redis, config)
 t.teardown(async () => {
   await queue.close()
   redis.disconnect()

@@ -2,17 +2,16 @@ import { DEFAULT_TENANT } from '../../src/tenants.js'
 import type { ChildProcess } from 'node:child_process'
 import { Queue } from 'bullmq'
 import fc from 'fast-check'
-import type { Redis } from 'ioredis'
 import t, { type Test } from 'tap'
 import { newMessageId } from '../../src/accept-messages.js'
 import { loadConfig } from '../../src/config.js'
 import { parseReport } from '../../src/domain/reports.js'
-import { dlrJobOptions, QUEUE, type DlrJob } from '../../src/queues.js'
-import { connectOrExplain, createRedis } from '../../src/redis.js'
+import { partitionPrefix, dlrJobOptions, QUEUE, type DlrJob } from '../../src/queues.js'
+import { connectOrExplain, createRedis, type RedisClient } from '../../src/redis.js'
 import { MessageStore } from '../../src/store/message-store.js'
 import type { Message, Transition } from '../../src/domain/message.js'
 import type { ReportCounts } from '../../workers/dlr.js'
-import { cleanup, REDIS_URL, spawnWorker, testEnv, waitFor, workerReady } from '../helpers/index.js'
+import { cleanup, spawnWorker, testEnv, waitFor, workerReady } from '../helpers/index.js'
 import {
   applyModel,
   comparable,
@@ -40,13 +39,13 @@ import {
 
 const env = testEnv('dlr-conc', { WORKER_QUEUES: 'dlr', DLR_CONCURRENCY: 4, LOG_LEVEL: 'info' })
 const config = loadConfig(env)
-const connections: Redis[] = []
+const connections: RedisClient[] = []
 const stores = await Promise.all(
   [1, 2, 3, 4].map(async () => {
-    const redis = createRedis(REDIS_URL, 'worker')
-    await connectOrExplain(redis, REDIS_URL)
+    const redis = createRedis(config, 'worker')
+    await connectOrExplain(redis, config)
     connections.push(redis)
-    return new MessageStore(redis, config.KEY_PREFIX, 1)
+    return new MessageStore(redis, { prefix: config.KEY_PREFIX, ttlDays: 1, partitions: config.QUEUE_PARTITIONS })
   }),
 )
 const store = stores[0]!
@@ -188,7 +187,7 @@ t.before(async () => {
   for (let i = 0; i < WORKERS; i++) workers.push(spawnWorker(t, env))
   await Promise.all(workers.map((w) => workerReady(w)))
 })
-const queue = new Queue<DlrJob>(QUEUE.dlr, { connection: connections[0]!, prefix: config.KEY_PREFIX })
+const queue = new Queue<DlrJob>(QUEUE.dlr, { connection: connections[0]!, prefix: partitionPrefix(config, 0) })
 t.teardown(() => queue.close())
 
 /** The per-job counts each worker process has logged so far. */

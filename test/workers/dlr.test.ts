@@ -9,13 +9,13 @@ import type { DlrJob } from '../../src/queues.js'
 import { connectOrExplain, createRedis } from '../../src/redis.js'
 import { MessageStore } from '../../src/store/message-store.js'
 import { makeDlrProcessor, type ReportResult } from '../../workers/dlr.js'
-import { cleanup, countWrites, REDIS_URL, testConfig } from '../helpers/index.js'
+import { cleanup, countWrites, testConfig } from '../helpers/index.js'
 import { sendAccepted, STATUSES, v2Report, v3Report } from '../helpers/reports.js'
 
 const config = testConfig('dlr-worker')
-const redis = createRedis(REDIS_URL, 'worker')
-await connectOrExplain(redis, REDIS_URL)
-const store = new MessageStore(redis, config.KEY_PREFIX, 1)
+const redis = createRedis(config, 'worker')
+await connectOrExplain(redis, config)
+const store = new MessageStore(redis, { prefix: config.KEY_PREFIX, ttlDays: 1, partitions: config.QUEUE_PARTITIONS })
 t.teardown(async () => {
   redis.disconnect()
   await cleanup(config.KEY_PREFIX)

@@ -2,14 +2,14 @@ import { DEFAULT_TENANT } from '../../src/tenants.js'
 import { pino } from 'pino'
 import t from 'tap'
 import { newMessageId } from '../../src/accept-messages.js'
-import { createQueue, QUEUE, type SendJob } from '../../src/queues.js'
+import { createQueues, QUEUE, type SendJob } from '../../src/queues.js'
 import { startOutboxSweeper } from '../../workers/outbox.js'
 import { buildTestApp, testConfig } from '../helpers/index.js'
 
 t.test('a message stored without its send job (API died between the writes) is enqueued by the sweeper', async (t) => {
   const config = testConfig('outbox')
   const app = await buildTestApp(t, config)
-  const queue = createQueue<SendJob>(QUEUE.send, app.redis, config)
+  const queue = createQueues<SendJob>(QUEUE.send, app.redis, config)
   t.teardown(() => queue.close())
   const id = newMessageId()
   // The first write of POST /messages, without the second.

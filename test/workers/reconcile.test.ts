@@ -8,6 +8,7 @@ import { makeReconcileProcessor, MAX_CALLS_PER_RUN } from '../../workers/reconci
 import { startWorkers } from '../../workers/start.js'
 import { makeApplyTransitions } from '../../src/changes.js'
 import { AUTH, buildTestApp, startSimulator, testConfig, waitFor } from '../helpers/index.js'
+import { shardOf } from '../../src/shards.js'
 
 t.test('0009 (no report; only the logs know DELIVERED) ends DELIVERED through the scheduled reconciler', async (t) => {
   const sim = await startSimulator(t, testConfig('rec-sim'))
@@ -31,7 +32,7 @@ t.test('0009 (no report; only the logs know DELIVERED) ends DELIVERED through th
     { status: 'DELIVERED', source: 'reconcile', infobipStatus: 'DELIVERED_TO_HANDSET' },
   ])
   t.match(m.infobip, { messageId: id, status: { groupId: 3, id: 5 } })
-  t.equal(await app.redis.zscore(app.store.keys.open(), id), null, 'no longer open')
+  t.equal(await app.redis.zscore(app.store.keys.open(shardOf(id)), id), null, 'no longer open')
 })
 
 /** The reconciler of `app`'s store, run by hand: due after 15 minutes, records kept 30 days. */
@@ -65,16 +66,16 @@ t.test('the reconciler looks up only messages due, in calls of ≤ 2,048 charact
   }
   // Submitted 20 minutes ago (due), 1 minute ago (not yet), 49 hours ago (stale: Infobip forgot).
   const now = Date.now()
-  const open = app.store.keys.open()
+  const open = app.store.keys.open(0)
   for (const [i, id] of ids.entries()) await app.redis.zadd(open, i < 120 ? now - 20 * 60_000 : i < 125 ? now - 60_000 : now - 49 * 3600_000, id)
   // Of the five Infobip forgot, four were accepted and never heard of again; one reached the operator.
   for (const [i, id] of ids.entries()) if (i >= 125) await app.redis.hset(app.store.keys.message(id), 'status', i < 129 ? 'PENDING' : 'SENT')
   const reconcile = reconcilerOf(app, infobip)
-  const result = await reconcile()
+  const result = await reconcile(0)
   t.same(result, { looked: 120, applied: 0, stale: 4 }, 'the simulator never saw these messages: nothing to apply')
   t.equal(urls.length, 2, '120 ids in two calls')
   t.ok(urls.every((u) => u.length <= 2048))
-  t.equal(await app.redis.get(app.store.keys.staleCount()), '4')
+  t.equal(await app.redis.get(app.store.keys.staleCount(0)), '4')
   t.equal(await app.redis.zcard(open), 125, 'the five past the window left the work list')
   t.equal((await app.store.get(ids[129]!))?.status, 'SENT', 'a SENT message stays SENT')
 })
@@ -92,7 +93,7 @@ t.test('more open messages past the logs window than one run can look up keep no
   t.equal(claimed[0]!.result, 'ok')
   const submission = (claimed[0] as { submission: Submission }).submission
   t.equal((await infobip.submit([submission])).kind, 'accepted')
-  const open = app.store.keys.open()
+  const open = app.store.keys.open(0)
   await app.redis.zadd(open, Date.now() - 20 * 60_000, id)
   // One more than a run's capacity, all past Infobip's 48 hours, older than the message.
   const capacity = 60 * MAX_CALLS_PER_RUN
@@ -102,7 +103,7 @@ t.test('more open messages past the logs window than one run can look up keep no
     await app.redis.zadd(open, ...members)
   }
   const reconcile = reconcilerOf(app, infobip)
-  const result = await reconcile()
+  const result = await reconcile(0)
   t.equal(result.looked, 1, 'only the message that can still be learnt about')
   t.equal((await app.store.get(id))?.status, 'DELIVERED')
   t.equal(result.stale, 0, 'the old ones had no record left: none is PENDING')
