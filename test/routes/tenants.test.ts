@@ -16,7 +16,9 @@ import {
   waitFor,
   writeTenantsFile,
   callbackReceiver,
-  type ReceivedCallback,, keysUnder } from '../helpers/index.js'
+  type ReceivedCallback,
+  keysUnder,
+} from '../helpers/index.js'
 
 /** Two tenants besides `default` (API_KEYS): acme with two keys and its own settings, beta with none. */
 const KEY_A = 'sk_acme_live_0123456789abcdef'
