@@ -156,10 +156,10 @@ t.test('a scrape of another API process shows what the API and the workers count
   t.ok(samples.get('sms_submit_to_final_seconds_bucket{le="0.5"}')! <= fromReports, 'buckets are cumulative')
   for (const queue of ['send', 'dlr', 'callback']) {
     for (const state of ['waiting', 'active', 'delayed', 'failed'])
-      t.ok(samples.has(`sms_queue_jobs{queue="${queue}",partition="0",state="${state}"}`), `${queue} ${state} depth`)
+      t.ok(samples.has(`sms_queue_jobs{partition="0",queue="${queue}",state="${state}"}`), `${queue} ${state} depth`)
   }
-  t.equal(samples.get('sms_queue_jobs{queue="send",partition="0",state="failed"}'), 0)
-  t.equal(samples.get('sms_queue_jobs{queue="dlr",partition="0",state="waiting"}'), 0)
+  t.equal(samples.get('sms_queue_jobs{partition="0",queue="send",state="failed"}'), 0)
+  t.equal(samples.get('sms_queue_jobs{partition="0",queue="dlr",state="waiting"}'), 0)
 
   const { text, contentType } = await scrape()
   t.match(contentType, /^text\/plain/)

@@ -206,16 +206,20 @@ export async function startSystem(
  * work) are not counted. Restored when the test ends.
  */
 export function countWrites(t: Test, redis: RedisClient, ignore?: RegExp): { reset(): void; readonly count: number } {
-  const stream = (redis as unknown as { stream: { write: (...args: unknown[]) => boolean } }).stream
-  const write = stream.write
+  // On a cluster, a pipeline goes to one node: writes are counted on every node's connection.
+  const connections = redis instanceof Cluster ? redis.nodes() : [redis]
   let count = 0
-  stream.write = function (this: unknown, ...args: unknown[]) {
-    if (!ignore?.test(String(args[0]).slice(0, 200))) count++
-    return write.apply(this, args)
+  for (const connection of connections) {
+    const stream = (connection as unknown as { stream: { write: (...args: unknown[]) => boolean } }).stream
+    const write = stream.write
+    stream.write = function (this: unknown, ...args: unknown[]) {
+      if (!ignore?.test(String(args[0]).slice(0, 200))) count++
+      return write.apply(this, args)
+    }
+    t.teardown(() => {
+      stream.write = write
+    })
   }
-  t.teardown(() => {
-    stream.write = write
-  })
   return {
     reset: () => void (count = 0),
     get count() {

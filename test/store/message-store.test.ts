@@ -1,8 +1,10 @@
 import t from 'tap'
+import { ulid } from 'ulid'
 import { newMessageId } from '../../src/accept-messages.js'
+import { inShard } from '../../src/shards.js'
 import { MAX_EXAMINED } from '../../src/store/search.js'
 import { DEFAULT_TENANT } from '../../src/tenants.js'
-import { AUTH, buildTestApp, testConfig } from '../helpers/index.js'
+import { AUTH, buildTestApp, keysUnder, testConfig } from '../helpers/index.js'
 
 const config = testConfig('store')
 const app = await buildTestApp(t, config)
@@ -18,20 +20,20 @@ const post = (payload: unknown, url = '/messages') =>
 
 /** Every key of the prefix but the rate limiter's and the metrics': what a failed create must not leave. */
 async function footprint(): Promise<string[]> {
-  const all = await app.redis.keys(`${config.KEY_PREFIX}:*`)
+  const all = await keysUnder(app.redis, `${config.KEY_PREFIX}:*`)
   return all.filter((k) => !k.includes(':ratelimit:') && !k.endsWith(':metrics')).sort()
 }
 
 t.test('a Redis error in the middle of a create leaves nothing behind, for one message and for a batch', async (t) => {
-  // A recipient index of the wrong type: the record and the created index are written before it fails.
-  const poisoned = keys.byRecipient(DEFAULT_TENANT, '41793020666', 0)
-  await app.redis.set(poisoned, 'not a sorted set')
+  // A recipient index of the wrong type (in every shard): the record and the created index are written before it fails.
+  const poisoned = app.store.shards.map((shard) => keys.byRecipient(DEFAULT_TENANT, '41793020666', shard))
+  for (const key of poisoned) await app.redis.set(key, 'not a sorted set')
   const before = await footprint()
 
   const single = await post({ to: '+41793020666', text: 'never sent' })
   t.equal(single.statusCode, 500, 'a WRONGTYPE is an internal error')
   t.same(await footprint(), before, 'no record, index entry or outbox entry is left')
-  t.equal(await app.redis.zcard(keys.outbox(0)), 0, 'nothing for the outbox sweeper to send')
+  for (const shard of app.store.shards) t.equal(await app.redis.zcard(keys.outbox(shard)), 0, 'nothing for the outbox sweeper to send')
 
   const batch = await post(
     {
@@ -45,7 +47,21 @@ t.test('a Redis error in the middle of a create leaves nothing behind, for one m
   )
   t.equal(batch.statusCode, 500)
   t.same(await footprint(), before, 'the messages of the batch that were stored are removed again')
-  await app.redis.del(poisoned)
+  for (const key of poisoned) await app.redis.del(key)
+})
+
+t.test('messages of several shards written together: one shard failing leaves nothing in the others', async (t) => {
+  const poisoned = keys.byRecipient(DEFAULT_TENANT, '41793020666', 1)
+  await app.redis.set(poisoned, 'not a sorted set')
+  t.teardown(() => app.redis.del(poisoned).then(() => undefined))
+  const before = await footprint()
+  const base = { tenant: DEFAULT_TENANT, from: 'InfoSMS', text: 'x', encoding: 'GSM-7' as const, segments: 1 }
+  const messages = [0, 1, 2].flatMap((shard) => [
+    { ...base, id: newMessageId(Date.now(), shard), to: '41793020111' },
+    { ...base, id: newMessageId(Date.now(), shard), to: '41793020666' },
+  ])
+  await t.rejects(app.store.create(messages), /WRONGTYPE/)
+  t.same(await footprint(), before, 'shards 0 and 2, stored, are removed again; shard 1 undid itself')
 })
 
 t.test('text that is not well-formed Unicode (a lone surrogate) is refused, not stored as U+FFFD', async (t) => {
@@ -79,7 +95,7 @@ t.test('per-recipient and per-reference indexes shed entries whose records have 
   const old = Date.now() - (config.MESSAGE_TTL_DAYS + 5) * 24 * 3600_000
   // Ids of that time (the service's own id factory is monotonic: it never goes back in time).
   // All in shard 0, whose indexes this test reads.
-  const idAt = (ms: number) => newMessageId(ms, 0)
+  const idAt = (ms: number) => inShard(`msg_${ulid(ms)}`, 0)
   const expired = Array.from({ length: 6 }, (_, i) => idAt(old + i))
   const base = { tenant: DEFAULT_TENANT, to: '41793029999', from: 'InfoSMS', text: 'x', reference: 'old-campaign', encoding: 'GSM-7' as const, segments: 1 }
   await app.store.create(expired.map((id) => ({ ...base, id, createdAt: new Date(old) })))
@@ -93,7 +109,7 @@ t.test('per-recipient and per-reference indexes shed entries whose records have 
   const recipient = keys.byRecipient(DEFAULT_TENANT, base.to, 0)
   const reference = keys.byReference(DEFAULT_TENANT, base.reference, 0)
   t.equal(await app.redis.zcard(recipient), 7)
-  for (let i = 0; i < 2; i++) t.equal((await post({ to: '+41793029999', text: 'new', reference: 'old-campaign' })).statusCode, 202)
+  for (let i = 0; i < 2; i++) await app.store.create([{ ...base, id: newMessageId(Date.now(), 0) }])
   t.same(await app.redis.zrange(recipient, '0', '0'), [live], 'the expired entries are gone, the live one stays')
   t.equal(await app.redis.zcard(recipient), 3)
   t.equal(await app.redis.zcard(reference), 3)
