@@ -67,9 +67,12 @@ export async function startWorkers(config: Config, log: Logger): Promise<Running
   const tenants = loadTenants(config, { requireKeys: false })
   const redis = createRedis(config, 'worker')
   await connectOrExplain(redis, config)
-  const connection = createRedis(config, 'worker', { lazyConnect: false })
   const store = new MessageStore(redis, { prefix: config.KEY_PREFIX, ttlDays: config.MESSAGE_TTL_DAYS, partitions: config.QUEUE_PARTITIONS })
-  await store.checkPartitions(tenants.withDefault)
+  await store.checkPartitions(tenants.withDefault).catch((error: unknown) => {
+    redis.disconnect()
+    throw error
+  })
+  const connection = createRedis(config, 'worker', { lazyConnect: false })
   // This process's counts go to Redis, where every API process reads them for /metrics.
   const metrics = new SharedMetrics(redis, config.KEY_PREFIX, log.child({ component: 'metrics' }))
   const callbackQueue = createQueues<CallbackJob>(QUEUE.callback, connection, config)

@@ -32,6 +32,11 @@ export default fp(
     const { config } = app
     const redis = createRedis(config, 'producer', { enableAutoPipelining: true })
     await connectOrExplain(redis, config)
+    const store = new MessageStore(redis, { prefix: config.KEY_PREFIX, ttlDays: config.MESSAGE_TTL_DAYS, partitions: config.QUEUE_PARTITIONS })
+    await store.checkPartitions(loadTenants(config, { requireKeys: false }).withDefault).catch((error: unknown) => {
+      redis.disconnect()
+      throw error
+    })
     // The queues get a connection of their own: ioredis copies a connection's defined scripts into
     // every pipeline it starts, and BullMQ defines dozens, which would slow every store pipeline.
     const queueRedis = createRedis(config, 'producer')
@@ -43,10 +48,8 @@ export default fp(
       reconcile: createQueues<unknown>(QUEUE.reconcile, queueRedis, config),
       inbound: createQueues<InboundJob>(QUEUE.inbound, queueRedis, config),
     }
-    const store = new MessageStore(redis, { prefix: config.KEY_PREFIX, ttlDays: config.MESSAGE_TTL_DAYS, partitions: config.QUEUE_PARTITIONS })
     app.decorate<RedisClient>('redis', redis)
     app.decorate<RedisClient>('queueRedis', queueRedis)
-    await store.checkPartitions(loadTenants(config, { requireKeys: false }).withDefault)
     app.decorate('store', store)
     app.decorate('queues', queues)
     app.addHook('onClose', async () => {

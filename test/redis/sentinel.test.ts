@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process'
 import type { Redis } from 'ioredis'
 import t from 'tap'
-import { AUTH, buildTestApp, startSystem, testConfig, waitFor } from '../helpers/index.js'
+import { AUTH, buildTestApp, startSystem, TEST_CLUSTER, testConfig, waitFor } from '../helpers/index.js'
 
 /**
  * Against the Sentinel group of `.ci/redis-topologies.sh start` (master and replica on 6390/6391,
@@ -46,7 +46,9 @@ async function settled(): Promise<string> {
   )
 }
 
-if (masterPort() === undefined) {
+if (TEST_CLUSTER) {
+  t.plan(0, 'about Sentinel: TEST_REDIS=cluster runs the suite on the cluster')
+} else if (masterPort() === undefined) {
   t.plan(0, `the Sentinel group is not running on 127.0.0.1:${SENTINEL_PORTS.join('/')} (start it with .ci/redis-topologies.sh start)`)
 } else {
   await settled()
