@@ -11,6 +11,8 @@
 #   .ci/redis-topologies.sh stop-sentinel
 #   .ci/redis-topologies.sh start-cluster    (re)starts the Cluster alone
 #   .ci/redis-topologies.sh stop-cluster
+#   .ci/redis-topologies.sh restart-node P   starts the data node on port P again after a test killed it,
+#                                            with its files: it rejoins as a replica of whoever took over
 # Every start stops what it is about to start first (a previous run or a test that killed nodes may
 # have left processes or files behind), so it can be run again at any time.
 # Nothing is saved to disk (--save '' --appendonly no); everything lives under $TOPOLOGY_DIR.
@@ -205,6 +207,21 @@ start() {
   start_cluster
 }
 
+# A killed data node, back with its own files: a cluster node finds its cluster in nodes.conf; the
+# sentinels turn a returning old master into a replica of the new one.
+restart_node() {
+  local port=$1
+  if [[ " ${CLUSTER_PORTS[*]} " == *" $port "* ]]; then
+    start_server "$port" --cluster-enabled yes --cluster-config-file "$DIR/$port/nodes.conf" --cluster-node-timeout 1000
+  elif [[ " ${DATA_PORTS[*]} " == *" $port "* ]]; then
+    start_server "$port"
+  else
+    echo "redis-topologies: $port is not a data node" >&2
+    exit 2
+  fi
+  wait_until "node $port" ping "$port"
+}
+
 case "${1:-start}" in
   start) start ;;
   stop) stop ;;
@@ -212,8 +229,9 @@ case "${1:-start}" in
   stop-sentinel) stop_sentinel_group ;;
   start-cluster) start_cluster ;;
   stop-cluster) stop_cluster ;;
+  restart-node) restart_node "${2:?usage: $0 restart-node PORT}" ;;
   *)
-    echo "usage: $0 start|stop|start-sentinel|stop-sentinel|start-cluster|stop-cluster" >&2
+    echo "usage: $0 start|stop|start-sentinel|stop-sentinel|start-cluster|stop-cluster|restart-node PORT" >&2
     exit 2
     ;;
 esac

@@ -37,11 +37,12 @@ export const dlrResults = (job: DlrJob): unknown[] => (JSON.parse(job.body) as {
 
 /**
  * A POST's results as the bodies of one job per partition, each result in the partition `partitionOf`
- * names; with one partition, the body exactly as it came.
+ * names; when they all go to one, the body exactly as it came.
  */
 export function bodiesByPartition(raw: string, results: unknown[], partitions: number, partitionOf: (result: unknown) => number): Map<number, string> {
-  if (partitions === 1) return new Map([[0, raw]])
-  return new Map([...byShard(results, (r) => partitionOf(r) % partitions)].map(([partition, group]) => [partition, JSON.stringify({ results: group })]))
+  const groups = byShard(results, (r) => partitionOf(r) % partitions)
+  if (groups.size <= 1) return new Map([[[...groups.keys()][0] ?? 0, raw]])
+  return new Map([...groups].map(([partition, group]) => [partition, JSON.stringify({ results: group })]))
 }
 
 /** The message id a report names (Infobip's messageId is ours), for its partition. */

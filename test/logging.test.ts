@@ -1,12 +1,12 @@
 import { Writable } from 'node:stream'
-import { Redis } from 'ioredis'
 import { pino } from 'pino'
+import { createRedis } from '../src/redis.js'
 import t from 'tap'
 import { buildApp } from '../src/app.js'
 import { loggerOptions } from '../src/logger.js'
 import { makeKeys } from '../src/store/keys.js'
 import { startWorkers } from '../workers/start.js'
-import { API_KEY, AUTH, cleanup, DLR_TOKEN, INFOBIP_KEY, REDIS_URL, startSimulator, testConfig, waitFor } from './helpers/index.js'
+import { API_KEY, AUTH, cleanup, DLR_TOKEN, INFOBIP_KEY, startSimulator, testConfig, waitFor, TEST_REDIS } from './helpers/index.js'
 
 /** Collects every log line a process would print. */
 function capture() {
@@ -79,7 +79,7 @@ t.test('a full send → report cycle logs no secret, no text and no full phone n
 
 t.test("a Redis error logs the command's name, never its arguments", async (t) => {
   const { KEY_PREFIX } = testConfig('log-redis-error')
-  const redis = new Redis(REDIS_URL)
+  const redis = createRedis(TEST_REDIS, 'worker', { lazyConnect: false })
   t.teardown(async () => {
     redis.disconnect()
     await cleanup(KEY_PREFIX)
@@ -127,14 +127,14 @@ t.test('a Redis error in a request: the API logs the command, not the message it
   const logs = capture()
   const config = testConfig('log-api-redis-error')
   const app = await buildApp(config, { logger: { ...loggerOptions('info'), stream: logs.stream } })
-  const redis = new Redis(REDIS_URL)
+  const redis = createRedis(TEST_REDIS, 'worker', { lazyConnect: false })
   t.teardown(async () => {
     await app.close()
     redis.disconnect()
     await cleanup(config.KEY_PREFIX)
   })
-  // The outbox of the wrong type: the script storing the message fails with WRONGTYPE.
-  await redis.set(makeKeys(config.KEY_PREFIX).outbox(0), 'not a sorted set')
+  // The outboxes of the wrong type: the script storing the message fails with WRONGTYPE.
+  for (let shard = 0; shard < config.QUEUE_PARTITIONS; shard++) await redis.set(makeKeys(config.KEY_PREFIX).outbox(shard), 'not a sorted set')
   const text = 'Your code is 246810, Bob'
   const res = await app.inject({ method: 'POST', url: '/messages', headers: AUTH, payload: { to: '+41 79 302 55 44', text } })
   t.equal(res.statusCode, 500)

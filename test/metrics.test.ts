@@ -1,6 +1,5 @@
 import { once } from 'node:events'
 import { createServer } from 'node:http'
-import { Redis } from 'ioredis'
 import { pino } from 'pino'
 import t, { type Test } from 'tap'
 import { buildApp } from '../src/app.js'
@@ -10,7 +9,7 @@ import { createRedis } from '../src/redis.js'
 import { makeKeys } from '../src/store/keys.js'
 import type { Message } from '../src/domain/message.js'
 import { startWorkers } from '../workers/start.js'
-import { AUTH, buildTestApp, cleanup, REDIS_URL, startSystem, testConfig, waitFor } from './helpers/index.js'
+import { AUTH, buildTestApp, cleanup, REDIS_URL, startSystem, testConfig, waitFor, TEST_REDIS } from './helpers/index.js'
 
 const silent = pino({ level: 'silent' })
 
@@ -285,7 +284,7 @@ t.test('the API flushes its counts when it closes', async (t) => {
   const res = await app.inject({ method: 'POST', url: '/messages', headers: AUTH, payload: { to: '+41793026727', text: 'hi' } })
   t.equal(res.statusCode, 202)
   await app.close()
-  const redis = new Redis(REDIS_URL)
+  const redis = createRedis(TEST_REDIS, 'worker', { lazyConnect: false })
   t.teardown(() => redis.disconnect())
   t.match(await redis.hgetall(makeKeys(config.KEY_PREFIX).metrics()), {
     'sms_messages_created_total{tenant="default"}': '1',

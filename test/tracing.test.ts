@@ -155,7 +155,7 @@ t.test("one message's life, API and workers in this process: two traces, linked 
   const transition = child(t, reportSpans, dlrJob, (s) => s.name === 'transition', 'the transition')
   const delivered = child(t, reportSpans, transition, (s) => s.name === 'status change', 'the DELIVERED status change')
   t.match(delivered.attributes, { 'sms.message_id': id, 'sms.status': 'DELIVERED', 'sms.infobip_status': 'DELIVERED_TO_HANDSET', 'sms.tenant': 'default' })
-  const callbackAdded = child(t, reportSpans, transition, (s) => s.name === 'addBulk callback', 'the callback job added')
+  const callbackAdded = child(t, reportSpans, transition, (s) => s.name === 'add callback.callback', 'the callback job added')
   const callbackJob = child(t, reportSpans, callbackAdded, (s) => s.name === 'process callback', 'the callback job')
   const callbackRequest = child(t, reportSpans, callbackJob, (s) => s.kind === 'client' && s.attributes['url.full'] !== undefined, 'the callback request')
   t.match(callbackRequest.attributes, {

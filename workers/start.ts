@@ -67,7 +67,12 @@ export async function startWorkers(config: Config, log: Logger): Promise<Running
   const tenants = loadTenants(config, { requireKeys: false })
   const redis = createRedis(config, 'worker')
   await connectOrExplain(redis, config)
-  const store = new MessageStore(redis, { prefix: config.KEY_PREFIX, ttlDays: config.MESSAGE_TTL_DAYS, partitions: config.QUEUE_PARTITIONS })
+  const store = new MessageStore(redis, {
+    prefix: config.KEY_PREFIX,
+    ttlDays: config.MESSAGE_TTL_DAYS,
+    partitions: config.QUEUE_PARTITIONS,
+    durability: config,
+  })
   await store.checkPartitions(tenants.withDefault).catch((error: unknown) => {
     redis.disconnect()
     throw error

@@ -51,6 +51,9 @@ const FORMATTERS: Record<string, (data: DlrJob | InboundJob) => unknown> = {
  * stripped of their credentials (a callback job holds the client's callback URL). Failed logins
  * count towards the per-address throttle (auth-throttle.ts).
  */
+/** A queue partition's name on the board: with several partitions each is a queue of its own, `p1.send` for partition 1 of send. */
+export const boardName = (queue: string, partition: number, partitions: number): string => (partitions > 1 ? `p${partition}.${queue}` : queue)
+
 export default fp(
   async function bullBoardPlugin(app) {
     const { config } = app
@@ -61,10 +64,9 @@ export default fp(
       return
     }
 
-    // With several partitions, each is a queue of its own on the board: `p1.send` is partition 1 of send.
     const queues = Object.values(app.queues).flatMap((q) => (q.partitions as Queue[]).map((queue, p, all) => ({ queue, p, all: all.length })))
     const adapters = queues.map(({ queue, p, all }) => {
-      const named = all > 1 ? { prefix: `p${p}.`, displayName: `${queue.name} (partition ${p})` } : {}
+      const named = all > 1 ? { prefix: boardName('', p, all), displayName: `${queue.name} (partition ${p})` } : {}
       const adapter = new BullMQAdapter(queue, { readOnlyMode: config.BULL_BOARD_READ_ONLY, ...named })
       adapter.setFormatter('data', FORMATTERS[queue.name] ?? maskJobData)
       adapter.setFormatter('returnValue', maskJobData)

@@ -3,7 +3,7 @@ import { acknowledge, writesFrom } from '../durability.js'
 import { HttpError } from '../errors.js'
 import { parseAnyBodyAsJson } from '../json-depth.js'
 import dlrAuth from '../plugins/dlr-auth.js'
-import { bodiesByPartition, inboundJobOptions, partitionPrefix } from '../queues.js'
+import { inboundJobOptions, partitionPrefix } from '../queues.js'
 import { shardOfKey } from '../shards.js'
 import { ErrorResponse } from '../schemas/messages.js'
 import { DLR_MAX_RESULTS, DlrHeaders, DlrQuery, InboundAccepted, InboundBody } from '../schemas/infobip.js'
@@ -49,19 +49,11 @@ const infobipInbound: FastifyPluginAsyncTypebox = async (app) => {
       if (results.length > DLR_MAX_RESULTS) {
         throw new HttpError(413, `body/results has ${results.length} messages; at most ${DLR_MAX_RESULTS} per POST`, 'TOO_MANY_RESULTS')
       }
-      // One sender's messages always go to the same partition, whose worker applies them in order.
-      const partitions = queue.partitions.length
-      const bodies = bodiesByPartition(request.rawBody, results, partitions, (r) =>
-        shardOfKey(JSON.stringify((r as { from?: unknown }).from ?? ''), partitions),
-      )
-      await Promise.all([...bodies].map(([p, body]) => queue.partitions[p]!.add('inbound', { body }, inboundJobOptions)))
-      await acknowledge(
-        writesFrom(
-          [app.queueRedis],
-          [...bodies.keys()].map((p) => partitionPrefix(app.config, p)),
-        ),
-        app.config,
-      )
+      // A POST stays one job, in the partition of its first sender: one sender's messages always go
+      // to the same partition, whose worker applies them in order.
+      const partition = shardOfKey(JSON.stringify((results[0] as { from?: unknown } | undefined)?.from ?? ''), queue.partitions.length)
+      await queue.partitions[partition]!.add('inbound', { body: request.rawBody }, inboundJobOptions)
+      await acknowledge(writesFrom([app.queueRedis], [partitionPrefix(app.config, partition)]), app.config)
       return { received: results.length }
     },
   )

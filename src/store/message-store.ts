@@ -15,6 +15,8 @@ import {
 import { maskPhones } from '../domain/phone.js'
 import { STATUS, type Status } from '../domain/status.js'
 import { FINGERPRINT_FIELD, fromHash, idBound, parseTransition, tenantOf, toHash } from './codec.js'
+import type { Config } from '../config.js'
+import { acknowledge, writesFrom } from '../durability.js'
 import type { RedisClient } from '../redis.js'
 import { byShard, shardOf, shardOfKey, shardsOf } from '../shards.js'
 import { makeKeys, type Keys } from './keys.js'
@@ -63,6 +65,12 @@ export interface StoreOptions {
   ttlDays: number
   /** QUEUE_PARTITIONS: how many shards messages are spread over (src/shards.ts). */
   partitions?: number
+  /**
+   * The workers' REDIS_MIN_REPLICAS: claims and status changes return only once that many replicas
+   * have them (else they throw, and the job is retried), so that a failover cannot undo what a worker
+   * has done since: a claim lost with its master could mean a second submission to Infobip.
+   */
+  durability?: Pick<Config, 'REDIS_MIN_REPLICAS' | 'REDIS_WAIT_TIMEOUT_MS'>
 }
 
 /**
@@ -77,6 +85,7 @@ export class MessageStore {
   readonly shards: number[]
   readonly #redis: RedisClient
   readonly #ttlSeconds: number
+  readonly #durability: StoreOptions['durability']
   #nextShard = 0
 
   constructor(redis: RedisClient, options: StoreOptions) {
@@ -84,6 +93,7 @@ export class MessageStore {
     this.keys = makeKeys(options.prefix)
     this.shards = shardsOf(options.partitions ?? 1)
     this.#ttlSeconds = options.ttlDays * 24 * 60 * 60
+    this.#durability = options.durability
     defineScripts(redis)
   }
 
@@ -292,11 +302,27 @@ export class MessageStore {
    * in a shard, a pipeline per shard.
    */
   async transition(transitions: Transition[]): Promise<TransitionResult[]> {
-    return this.#perShard(
-      transitions,
-      (t) => t.id,
-      (shard, group) => this.#transitionInShard(shard, group),
+    return this.#durable(
+      transitions.map((t) => t.id),
+      () =>
+        this.#perShard(
+          transitions,
+          (t) => t.id,
+          (shard, group) => this.#transitionInShard(shard, group),
+        ),
     )
+  }
+
+  /** `write`, then (with `durability`) WAIT on the node of every shard it touched. */
+  async #durable<R>(ids: string[], write: () => Promise<R>): Promise<R> {
+    if (!this.#durability?.REDIS_MIN_REPLICAS) return write()
+    const writes = writesFrom(
+      [this.#redis],
+      ids.map((id) => this.keys.shardRoot(shardOf(id))),
+    )
+    const result = await write()
+    await acknowledge(writes, this.#durability)
+    return result
   }
 
   async #transitionInShard(shard: number, transitions: Transition[]): Promise<TransitionResult[]> {
@@ -330,17 +356,19 @@ export class MessageStore {
   /** Claims messages for submission (see CLAIM): one call per 100 of them in a shard, a pipeline per shard. */
   async claim(ids: string[], options: ClaimOptions): Promise<Claim[]> {
     const now = String(Date.now())
-    const replies = await this.#perShard(
-      ids,
-      (id) => id,
-      async (shard, group) => {
-        const pipeline = this.#redis.pipeline()
-        const args = [options.force ? 'force' : '', now, options.owner, String(options.busyMs), this.keys.tenantRoot(shard)]
-        for (const batch of inBatches(group)) {
-          pipeline.smsClaim(1 + batch.length, this.keys.open(shard), ...batch.map((id) => this.keys.message(id)), ...args, ...batch)
-        }
-        return ((await exec(pipeline)) as string[][][]).flat()
-      },
+    const replies = await this.#durable(ids, () =>
+      this.#perShard(
+        ids,
+        (id) => id,
+        async (shard, group) => {
+          const pipeline = this.#redis.pipeline()
+          const args = [options.force ? 'force' : '', now, options.owner, String(options.busyMs), this.keys.tenantRoot(shard)]
+          for (const batch of inBatches(group)) {
+            pipeline.smsClaim(1 + batch.length, this.keys.open(shard), ...batch.map((id) => this.keys.message(id)), ...args, ...batch)
+          }
+          return ((await exec(pipeline)) as string[][][]).flat()
+        },
+      ),
     )
     return replies.map(([result, a, b, c, d], i): Claim => {
       if (result === 'ok') return { result, submission: { id: ids[i]!, to: a!, from: b!, text: c!, validityPeriodMinutes: d ? Number(d) : undefined } }

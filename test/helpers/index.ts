@@ -207,7 +207,7 @@ export async function startSystem(
  */
 export function countWrites(t: Test, redis: RedisClient, ignore?: RegExp): { reset(): void; readonly count: number } {
   // On a cluster, a pipeline goes to one node: writes are counted on every node's connection.
-  const connections = redis instanceof Cluster ? redis.nodes() : [redis]
+  const connections = redis instanceof Cluster ? redis.nodes().filter((node) => node.stream) : [redis]
   let count = 0
   for (const connection of connections) {
     const stream = (connection as unknown as { stream: { write: (...args: unknown[]) => boolean } }).stream

@@ -27,7 +27,7 @@ if (clusterState() !== 'ok') {
   t.plan(0, `the Redis Cluster is not running on ${CLUSTER_NODES} (start it with .ci/redis-topologies.sh start)`)
 } else {
   t.test('Cluster mode with 3 partitions: messages spread over the shards and the masters, and every one is delivered', async (t) => {
-    const { app, config } = await startSystem(t, 'cluster', CLUSTER)
+    const { app, config } = await startSystem(t, 'cluster', { ...CLUSTER, BULL_BOARD_USER: 'ops', BULL_BOARD_PASSWORD: 'board-password-0123' })
     const single = await Promise.all(
       Array.from({ length: 12 }, (_, i) => app.inject({ method: 'POST', url: '/messages', headers: AUTH, payload: { to: '+41793026727', text: `one ${i}` } })),
     )
@@ -56,6 +56,13 @@ if (clusterState() !== 'ok') {
     const metrics = (await app.inject({ url: '/metrics' })).body
     for (const p of [0, 1, 2])
       t.match(metrics, new RegExp(`sms_queue_jobs\\{queue="send",partition="${p}",state="waiting"\\}`), `partition ${p} in the metrics`)
+    const board = await app.inject({
+      url: '/admin/queues/api/queues?page=1&jobsPerPage=1',
+      headers: { authorization: `Basic ${Buffer.from('ops:board-password-0123').toString('base64')}` },
+    })
+    const names = board.json<{ queues: { name: string }[] }>().queues.map((q) => q.name)
+    for (const queue of ['send', 'dlr', 'callback', 'reconcile', 'inbound'])
+      for (const p of [0, 1, 2]) t.ok(names.includes(`p${p}.${queue}`), `the dashboard shows p${p}.${queue}`)
     t.ok((await keysUnder(app.redis, `${config.KEY_PREFIX}:*`)).length > 0)
   })
 

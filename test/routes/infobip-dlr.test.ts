@@ -1,8 +1,6 @@
 import { DEFAULT_TENANT } from '../../src/tenants.js'
 import { Writable } from 'node:stream'
-import { Queue } from 'bullmq'
 import Fastify from 'fastify'
-import { Redis } from 'ioredis'
 import { pino } from 'pino'
 import t from 'tap'
 import { buildApp } from '../../src/app.js'
@@ -10,9 +8,9 @@ import { newMessageId } from '../../src/accept-messages.js'
 import { loggerOptions } from '../../src/logger.js'
 import fp from 'fastify-plugin'
 import dlrAuth from '../../src/plugins/dlr-auth.js'
-import { dlrResults, partitionPrefix, QUEUE, type DlrJob } from '../../src/queues.js'
+import { dlrResults } from '../../src/queues.js'
 import { makeDlrProcessor } from '../../workers/dlr.js'
-import { buildTestApp, cleanup, countWrites, DLR_TOKEN, REDIS_URL, testConfig } from '../helpers/index.js'
+import { buildTestApp, cleanup, countWrites, DLR_TOKEN, testConfig } from '../helpers/index.js'
 import { STATUSES, v2Report, v3Report } from '../helpers/reports.js'
 
 /** For dlr-auth on a bare instance: the throttle it depends on, refusing nothing and counting nothing. */
@@ -22,13 +20,12 @@ const noThrottle = fp(async (app) => void app.decorate('authFailures', { retryAf
 
 const config = testConfig('dlr-route')
 const app = await buildTestApp(t, config)
-const redis = new Redis(REDIS_URL)
-const queue = new Queue<DlrJob>(QUEUE.dlr, { connection: redis, prefix: partitionPrefix(config, 0) })
-t.teardown(async () => {
-  await queue.close()
-  redis.disconnect()
-})
-t.beforeEach(() => queue.drain())
+// The jobs of every partition (these tests' reports and messages all go to one).
+const queues = app.queues.dlr
+const queue = {
+  getWaiting: async () => (await Promise.all(queues.partitions.map((q) => q.getWaiting()))).flat(),
+}
+t.beforeEach(() => Promise.all(queues.partitions.map((q) => q.drain())))
 
 const URL_WITH_TOKEN = `/infobip-dlr?token=${DLR_TOKEN}`
 const basic = (user: string, password: string) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`

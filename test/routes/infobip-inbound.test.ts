@@ -1,19 +1,18 @@
-import { Queue } from 'bullmq'
-import { Redis } from 'ioredis'
 import t from 'tap'
-import { inboundResults, partitionPrefix, QUEUE, type InboundJob } from '../../src/queues.js'
-import { buildTestApp, DLR_TOKEN, REDIS_URL, testConfig } from '../helpers/index.js'
+import { boardName } from '../../src/plugins/bull-board.js'
+import { inboundResults } from '../../src/queues.js'
+import { shardOfKey } from '../../src/shards.js'
+import { buildTestApp, DLR_TOKEN, testConfig } from '../helpers/index.js'
 
 const OPS = { authorization: `Basic ${Buffer.from('ops:board-password-0123').toString('base64')}` }
 const config = testConfig('inbound-route', { BULL_BOARD_USER: 'ops', BULL_BOARD_PASSWORD: 'board-password-0123' })
 const app = await buildTestApp(t, config)
-const redis = new Redis(REDIS_URL)
-const queue = new Queue<InboundJob>(QUEUE.inbound, { connection: redis, prefix: partitionPrefix(config, 0) })
-t.teardown(async () => {
-  await queue.close()
-  redis.disconnect()
-})
-t.beforeEach(() => queue.drain())
+// The jobs of every partition (these tests' reports and messages all go to one).
+const queues = app.queues.inbound
+const queue = {
+  getWaiting: async () => (await Promise.all(queues.partitions.map((q) => q.getWaiting()))).flat(),
+}
+t.beforeEach(() => Promise.all(queues.partitions.map((q) => q.drain())))
 
 const URL_WITH_TOKEN = `/infobip-inbound?token=${DLR_TOKEN}`
 const post = (payload: unknown, options: { url?: string; headers?: Record<string, string> } = {}) =>
@@ -106,13 +105,16 @@ t.test('Redis unreachable: 503 with Retry-After, so that Infobip retries', async
 
 t.test('the dashboard shows the inbound queue, its jobs without text or full numbers', async (t) => {
   t.equal((await post({ results: [{ ...mo('in-1', 'STOP my code is 4711'), cleanText: 'my code is 4711' }] })).statusCode, 200)
-  const res = await app.inject({ url: '/admin/queues/api/queues?activeQueue=inbound&status=latest&page=1&jobsPerPage=10', headers: OPS })
-  const inbound = res.json<{ queues: { name: string; jobs: { data: { results: Record<string, unknown>[] } }[] }[] }>().queues.find((q) => q.name === 'inbound')!
+  // The job is in the partition of its sender.
+  const partition = shardOfKey(JSON.stringify('41793026727'), config.QUEUE_PARTITIONS)
+  const name = boardName('inbound', partition, config.QUEUE_PARTITIONS)
+  const res = await app.inject({ url: `/admin/queues/api/queues?activeQueue=${name}&status=latest&page=1&jobsPerPage=10`, headers: OPS })
+  const inbound = res.json<{ queues: { name: string; jobs: { data: { results: Record<string, unknown>[] } }[] }[] }>().queues.find((q) => q.name === name)!
   const [shown] = inbound.jobs[0]!.data.results
   t.match(shown, { messageId: 'in-1', from: '*******6727', to: '*******0000', keyword: 'STOP' })
   t.notOk(JSON.stringify(inbound).includes('4711'), 'neither text nor cleanText')
 
   const metrics = (await app.inject({ url: '/metrics' })).body
-  t.match(metrics, /^sms_queue_jobs\{queue="inbound",partition="0",state="waiting"\} 1$/m, 'its depth in the metrics')
+  t.match(metrics, new RegExp(`^sms_queue_jobs\\{queue="inbound",partition="${partition}",state="waiting"\\} 1$`, 'm'), 'its depth in the metrics')
   t.match(metrics, /^sms_inbound_total\{action="opt_out"\} 0$/m, 'every action exposed from the start')
 })
