@@ -12,6 +12,7 @@ import { BATCH, otherLoad, type Ctx } from './scenarios/common.js'
 import { dlrWorkers } from './scenarios/dlr-worker.js'
 import { endToEnd, SEND_CONCURRENCY, SIM_LATENCY_MS, warmUpOf } from './scenarios/end-to-end.js'
 import { memoryPerMessage } from './scenarios/memory.js'
+import { spreadRun, type Spread } from './scenarios/cluster.js'
 import { sinkStats, startOtlpSink, startSimulator } from './service.js'
 
 /**
@@ -25,11 +26,13 @@ import { sinkStats, startOtlpSink, startSimulator } from './service.js'
  *   BENCH_LOG_LEVEL      LOG_LEVEL of the service's processes (default info, the product default)
  *   BENCH_ONLY           comma-separated scenario names to run (ceilings always run)
  *   BENCH_BASELINE       comma-separated git refs of earlier builds: their API runs beside this one's (scenario baseline)
+ *   BENCH_CLUSTER_MESSAGES messages per run of e2e-cluster (default 10000): one Redis, then the
+ *                        Redis Cluster of .ci/redis-topologies.sh with QUEUE_PARTITIONS 3 and 6
  *   BENCH_PROFILE=1      start the service's processes with --cpu-prof (profiles in bench/results/profiles/)
  */
 
 const env = process.env
-const SCENARIOS = ['memory', 'post-single', 'post-batch', 'post-dlr', 'dlr-worker', 'e2e', 'e2e-tracing', 'baseline'] as const
+const SCENARIOS = ['memory', 'post-single', 'post-batch', 'post-dlr', 'dlr-worker', 'e2e', 'e2e-tracing', 'e2e-cluster', 'baseline'] as const
 const only = new Set((env.BENCH_ONLY ?? SCENARIOS.join(',')).split(',').map((s) => s.trim()))
 const stamp = new Date().toISOString().replace(/[:.]/g, '-')
 const resultsDir = join(ROOT, 'bench', 'results')
@@ -108,6 +111,7 @@ async function main(): Promise<void> {
     await endToEndRuns(batchRate ?? bare.ceilings.batch.perSecond * BATCH)
   }
   if (only.has('e2e-tracing')) await tracingRuns()
+  if (only.has('e2e-cluster')) await clusterRuns()
   const baselines = (env.BENCH_BASELINE ?? '')
     .split(',')
     .map((s) => s.trim())
@@ -162,6 +166,40 @@ async function endToEndRuns(batchRate: number): Promise<void> {
       checks: [],
       notes: `API peak in the same runs: ${Math.round(apiPeakMb)} MB`,
     })
+  }
+}
+
+/**
+ * Beyond one Redis (docs/operations.md#redis-deployments): the same batch load on one Redis and on the
+ * 3-master cluster with QUEUE_PARTITIONS 3 and 6. Each cluster row compares every master's Redis CPU
+ * per message with the one Redis's: the work spreads when each master carries about a third.
+ */
+async function clusterRuns(): Promise<void> {
+  const total = Number(env.BENCH_CLUSTER_MESSAGES ?? 10_000)
+  const sim = await scenario('simulator (cluster runs)', () => startSimulator(ctx.settings, SIM_LATENCY_MS))
+  if (!sim) return
+  try {
+    const single = await scenario('e2e, one Redis', () => spreadRun(ctx, sim, 1, false, 2, total))
+    if (single) rows.push(...single.rows)
+    for (const partitions of [3, 6]) {
+      const run: Spread | undefined = await scenario(`e2e, cluster, QUEUE_PARTITIONS=${partitions}`, () => spreadRun(ctx, sim, partitions, true, 2, total))
+      if (!run) continue
+      const reference = single?.redisMs[0]
+      rows.push(
+        ...run.rows.map((row) => ({
+          ...row,
+          ...(single ? { ceiling: { name: 'the same load on one Redis', value: single.rows[0]!.figure } } : {}),
+          ...(reference
+            ? {
+                target: { text: 'each master ≤ ½ of one Redis’s CPU per message', met: run.redisMs.every((ms) => ms <= reference / 2) },
+                notes: `${row.notes}; of one Redis’s ${reference.toFixed(3)} ms: ${run.redisMs.map((ms) => `${Math.round((ms / reference) * 100)}%`).join(', ')}`,
+              }
+            : {}),
+        })),
+      )
+    }
+  } finally {
+    await stop(sim.child)
   }
 }
 

@@ -1,6 +1,6 @@
 import { partitionPrefix } from '../src/queues.js'
 import { Queue } from 'bullmq'
-import type { Redis } from 'ioredis'
+import type { Cluster, Redis } from 'ioredis'
 import { API_KEY, DLR_TOKEN, INFOBIP_KEY } from './load.js'
 import { assertAlive, freePort, httpReady, start, stop, until, type Child, type StartOptions } from './processes.js'
 import { REDIS_URL } from './redis.js'
@@ -85,7 +85,7 @@ export function startBare(settings: BenchSettings): Promise<Http> {
  */
 export async function startWorkerProcesses(
   settings: BenchSettings,
-  redis: Redis,
+  redis: Redis | Cluster,
   name: string,
   prefix: string,
   count: number,

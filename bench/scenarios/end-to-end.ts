@@ -166,7 +166,7 @@ async function submittedOnce(sim: Http, keys: string[], sample: number): Promise
   let wrong = 0
   let checked = 0
   for (let i = 0; i < keys.length; i += step) {
-    const id = /\{(.+)\}$/.exec(keys[i]!)?.[1]
+    const id = keys[i]!.slice(keys[i]!.lastIndexOf(':') + 1)
     const view = (await (await fetch(`${sim.url}/_sim/messages/${id}`)).json()) as { submissions?: number }
     checked++
     if (view.submissions !== 1) wrong++
