@@ -18,9 +18,12 @@ export class FieldError extends HttpError {
 }
 
 const REDIS_DOWN =
-  /enableOfflineQueue|Connection is closed|ECONNREFUSED|ECONNRESET|ETIMEDOUT|Command timed out|Reached the max retries|Stream isn't writeable|connect ETIMEDOUT|LOADING|READONLY|NOREPLICAS|MASTERDOWN/i
+  /enableOfflineQueue|Connection is closed|ECONNREFUSED|ECONNRESET|ETIMEDOUT|Command timed out|Reached the max retries|Stream isn't writeable|connect ETIMEDOUT|LOADING|READONLY|NOREPLICAS|MASTERDOWN|CLUSTERDOWN|TRYAGAIN|Too many Cluster redirections|None of startup nodes|Failed to refresh slots cache|Cluster isn't ready|^(MOVED|ASK) \d/i
 
-/** True for the errors ioredis raises when Redis is unreachable, or a failover has just demoted the node it is on. */
+/**
+ * True for the errors ioredis raises when Redis is unreachable, a failover has just demoted the node it
+ * is on, or a cluster is moving a slot to a new master.
+ */
 export function isRedisUnavailable(error: unknown): boolean {
   const e = error as { name?: string; message?: string; code?: string }
   return e?.name === 'MaxRetriesPerRequestError' || REDIS_DOWN.test(e?.message ?? '') || REDIS_DOWN.test(e?.code ?? '')
