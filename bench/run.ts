@@ -1,4 +1,4 @@
-import { mkdtempSync } from 'node:fs'
+import { existsSync, mkdtempSync } from 'node:fs'
 import { cpus, loadavg, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
@@ -6,7 +6,7 @@ import { killAllNow, ROOT, stop, stopAll } from './processes.js'
 import { cleanupRun, connect, REDIS_URL } from './redis.js'
 import { check, elapsedSeconds, markdownTable, progress, writeResults, type Row } from './report.js'
 import { postBatch, postDlr, postMessages } from './scenarios/api.js'
-import { againstBaselines } from './scenarios/baseline.js'
+import { againstBaselines, atBuild } from './scenarios/baseline.js'
 import { bareFastify, pipelinedHset } from './scenarios/ceilings.js'
 import { BATCH, otherLoad, type Ctx } from './scenarios/common.js'
 import { dlrWorkers } from './scenarios/dlr-worker.js'
@@ -112,10 +112,7 @@ async function main(): Promise<void> {
   }
   if (only.has('e2e-tracing')) await tracingRuns()
   if (only.has('e2e-cluster')) await clusterRuns()
-  const baselines = (env.BENCH_BASELINE ?? '')
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean)
+  const baselines = baselineRefs()
   if (only.has('baseline') && baselines.length > 0) rows.push(...((await scenario('against earlier builds', () => againstBaselines(ctx, baselines))) ?? []))
 }
 
@@ -169,6 +166,12 @@ async function endToEndRuns(batchRate: number): Promise<void> {
   }
 }
 
+const baselineRefs = (): string[] =>
+  (env.BENCH_BASELINE ?? '')
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
+
 /**
  * Beyond one Redis (docs/operations.md#redis-deployments): the same batch load on one Redis and on the
  * 3-master cluster with QUEUE_PARTITIONS 3 and 6. Each cluster row compares every master's Redis CPU
@@ -181,6 +184,23 @@ async function clusterRuns(): Promise<void> {
   try {
     const single = await scenario('e2e, one Redis', () => spreadRun(ctx, sim, 1, false, 2, total))
     if (single) rows.push(...single.rows)
+    // The same run of each earlier build (BENCH_BASELINE): what shards cost on one Redis.
+    for (const ref of baselineRefs()) {
+      const before = await scenario(`e2e, one Redis, build ${ref}`, () =>
+        atBuild(ref, (cwd, commit) =>
+          spreadRun(ctx, sim, 1, false, 2, total, { label: `build ${commit}`, cwd, unsharded: !existsSync(join(cwd, 'src/shards.ts')) }),
+        ),
+      )
+      if (single && before)
+        rows.push({
+          ...single.rows[0]!,
+          scenario: `${single.rows[0]!.scenario}: this build vs ${ref}`,
+          ceiling: { name: `${before.rows[0]!.scenario.split(', ')[1] ?? ref}, same run`, value: before.rows[0]!.figure },
+          target: { text: '≥ 95% of the earlier build', met: single.rows[0]!.figure >= 0.95 * before.rows[0]!.figure },
+          checks: [...single.rows[0]!.checks, ...before.rows[0]!.checks],
+          notes: `this build: ${single.rows[0]!.notes}; earlier build: ${before.rows[0]!.notes}`,
+        })
+    }
     for (const partitions of [3, 6]) {
       const run: Spread | undefined = await scenario(`e2e, cluster, QUEUE_PARTITIONS=${partitions}`, () => spreadRun(ctx, sim, partitions, true, 2, total))
       if (!run) continue

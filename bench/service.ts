@@ -91,11 +91,13 @@ export async function startWorkerProcesses(
   count: number,
   queues: string,
   extra: Record<string, string> = {},
+  /** The BullMQ prefix of the first queue's (first) partition, where the workers are counted. */
+  queuePrefix = partitionPrefix({ KEY_PREFIX: prefix }, 0),
 ): Promise<Child[]> {
   const children = Array.from({ length: count }, (_, i) =>
     start(`${name}-${i + 1}`, 'workers/index.ts', serviceEnv(settings, prefix, { WORKER_QUEUES: queues, ...extra }), settings),
   )
-  const queue = new Queue(queues.split(',')[0]!, { connection: redis, prefix: partitionPrefix({ KEY_PREFIX: prefix }, 0) })
+  const queue = new Queue(queues.split(',')[0]!, { connection: redis, prefix: queuePrefix })
   try {
     await until(
       async () => {

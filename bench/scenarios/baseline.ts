@@ -15,15 +15,27 @@ import { noFailures, prefixOf, WARM, warmThenFire, type Ctx } from './common.js'
  * apart: POST /messages, and GET /messages (unfiltered and by number, over 2,000 stored messages).
  * Each earlier build is checked out into a temporary git worktree that shares this one's node_modules.
  */
+/**
+ * Runs `use` on the build of `ref`, checked out into a temporary git worktree that shares this one's
+ * node_modules; `commit` is its short hash.
+ */
+export async function atBuild<T>(ref: string, use: (dir: string, commit: string) => Promise<T>): Promise<T> {
+  const dir = mkdtempSync(join(tmpdir(), 'sms-baseline-'))
+  try {
+    execFileSync('git', ['worktree', 'add', '--detach', dir, ref], { cwd: ROOT, stdio: 'ignore' })
+    symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'))
+    return await use(dir, execFileSync('git', ['rev-parse', '--short', ref], { cwd: ROOT }).toString().trim())
+  } finally {
+    execFileSync('git', ['worktree', 'remove', '--force', dir], { cwd: ROOT, stdio: 'ignore' })
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
 export async function againstBaselines(ctx: Ctx, refs: string[]): Promise<Row[]> {
   const current = await measure(ctx, 'this build', undefined)
   const rows: Row[] = []
   for (const ref of refs) {
-    const dir = mkdtempSync(join(tmpdir(), 'sms-baseline-'))
-    try {
-      execFileSync('git', ['worktree', 'add', '--detach', dir, ref], { cwd: ROOT, stdio: 'ignore' })
-      symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'))
-      const commit = execFileSync('git', ['rev-parse', '--short', ref], { cwd: ROOT }).toString().trim()
+    await atBuild(ref, async (dir, commit) => {
       const baseline = await measure(ctx, `build ${commit}`, dir)
       for (const [route, figure] of Object.entries(current.figures)) {
         const before = baseline.figures[route]!
@@ -35,10 +47,7 @@ export async function againstBaselines(ctx: Ctx, refs: string[]): Promise<Row[]>
           checks: [...current.checks, ...baseline.checks],
         })
       }
-    } finally {
-      execFileSync('git', ['worktree', 'remove', '--force', dir], { cwd: ROOT, stdio: 'ignore' })
-      rmSync(dir, { recursive: true, force: true })
-    }
+    })
   }
   return rows
 }

@@ -20,6 +20,16 @@ interface Target {
   masters: Redis[]
 }
 
+/**
+ * An earlier build to run instead of this one (bench/scenarios/baseline.ts checks it out): its
+ * directory, and whether it predates shards (its queues and records have no shard tag).
+ */
+export interface Build {
+  label: string
+  cwd: string
+  unsharded: boolean
+}
+
 export interface Spread {
   rows: Row[]
   /** Redis CPU per delivered message, per master (ms). */
@@ -32,24 +42,30 @@ export interface Spread {
  * messages per second until all DELIVERED, and the Redis CPU each master spent per message. The
  * single Redis's run gives the figure the cluster's masters are compared with.
  */
-export async function spreadRun(ctx: Ctx, sim: Http, partitions: number, cluster: boolean, processes: number, total: number): Promise<Spread> {
-  const name = `e2e-${cluster ? 'cluster' : 'single'}-p${partitions}`
+export async function spreadRun(ctx: Ctx, sim: Http, partitions: number, cluster: boolean, processes: number, total: number, build?: Build): Promise<Spread> {
+  const name = `e2e-${cluster ? 'cluster' : 'single'}-p${partitions}${build ? '-baseline' : ''}`
   const prefix = prefixOf(ctx, name)
   const target = await targetOf(ctx, cluster, partitions)
-  const api = await startApi(ctx.settings, `api-${name}`, prefix, target.env)
-  const queues = (kind: string) =>
-    Array.from({ length: partitions }, (_, p) => new Queue(kind, { connection: target.connection, prefix: partitionPrefix({ KEY_PREFIX: prefix }, p) }))
+  if (build) target.label = `${target.label}, ${build.label}`
+  const settings = { ...ctx.settings, cwd: build?.cwd }
+  const queuePrefix = (p: number) => (build?.unsharded ? prefix : partitionPrefix({ KEY_PREFIX: prefix }, p))
+  const api = await startApi(settings, `api-${name}`, prefix, target.env)
+  const queues = (kind: string) => Array.from({ length: partitions }, (_, p) => new Queue(kind, { connection: target.connection, prefix: queuePrefix(p) }))
   const send = queues('send')
   const dlr = queues('dlr')
   const pending = async (list: Queue[]) => (await Promise.all(list.map(pendingJobs))).reduce((a, b) => a + b, 0)
   let workers: Child[] = []
   try {
-    workers = await startWorkerProcesses(ctx.settings, target.connection, `worker-${name}`, prefix, processes, 'send,dlr', {
-      ...target.env,
-      INFOBIP_BASE_URL: sim.url,
-      PUBLIC_BASE_URL: api.url,
-      SEND_CONCURRENCY: String(SEND_CONCURRENCY),
-    })
+    workers = await startWorkerProcesses(
+      settings,
+      target.connection,
+      `worker-${name}`,
+      prefix,
+      processes,
+      'send,dlr',
+      { ...target.env, INFOBIP_BASE_URL: sim.url, PUBLIC_BASE_URL: api.url, SEND_CONCURRENCY: String(SEND_CONCURRENCY) },
+      queuePrefix(0),
+    )
     const post = (messages: number) =>
       fire({
         url: `${api.url}/messages/batch`,
@@ -81,7 +97,7 @@ export async function spreadRun(ctx: Ctx, sim: Http, partitions: number, cluster
     let records = 0
     let deliveredRecords = 0
     for (const master of target.masters) {
-      const keys = (await scanKeys(master, prefix, '{*}:msg:*')).filter((key) => !key.endsWith(':infobip'))
+      const keys = (await scanKeys(master, prefix, build?.unsharded ? 'msg:*' : '{*}:msg:*')).filter((key) => !key.endsWith(':infobip'))
       records += keys.length
       deliveredRecords += (await statusCounts(master, keys)).DELIVERED ?? 0
     }
