@@ -40,6 +40,7 @@ export const dlrResults = (job: DlrJob): unknown[] => (JSON.parse(job.body) as {
  * names; when they all go to one, the body exactly as it came.
  */
 export function bodiesByPartition(raw: string, results: unknown[], partitions: number, partitionOf: (result: unknown) => number): Map<number, string> {
+  if (partitions === 1) return new Map([[0, raw]])
   const groups = byShard(results, (r) => partitionOf(r) % partitions)
   if (groups.size <= 1) return new Map([[[...groups.keys()][0] ?? 0, raw]])
   return new Map([...groups].map(([partition, group]) => [partition, JSON.stringify({ results: group })]))

@@ -6,7 +6,7 @@ import { stop, until, type Child } from '../processes.js'
 import { redisCpuSeconds, scanKeys, statusCounts } from '../redis.js'
 import { equal, progress, type Row } from '../report.js'
 import { pendingJobs, simStats, startApi, startWorkerProcesses, type Http } from '../service.js'
-import { BATCH, noFailures, prefixOf, type Ctx } from './common.js'
+import { BATCH, noFailures, prefixOf, startMeter, type Ctx } from './common.js'
 import { SEND_CONCURRENCY, warmUpOf } from './end-to-end.js'
 
 /** The Redis Cluster of `.ci/redis-topologies.sh start`: its masters, each with one replica. */
@@ -84,6 +84,7 @@ export async function spreadRun(ctx: Ctx, sim: Http, partitions: number, cluster
 
     const before = await simStats(sim)
     const cpu0 = await Promise.all(target.masters.map(redisCpuSeconds))
+    const meter = await startMeter(ctx, [api.child, ...workers])
     const t0 = performance.now()
     const load = await post(total)
     await until(async () => (await pending(send)) === 0, 'every message to be PENDING', 180_000, 10)
@@ -91,6 +92,9 @@ export async function spreadRun(ctx: Ctx, sim: Http, partitions: number, cluster
     const seconds = (performance.now() - t0) / 1000
     const cpu1 = await Promise.all(target.masters.map(redisCpuSeconds))
     const redisMs = cpu1.map((c, i) => ((c - cpu0[i]!) / total) * 1000)
+    const { use } = await meter()
+    const msOf = (children: Child[]) => ((children.reduce((sum, c) => sum + (use.byChild[c.name] ?? 0), 0) / total) * 1000).toFixed(3)
+    const processCpu = `CPU per message: API ${msOf([api.child])} ms, workers ${msOf(workers)} ms`
 
     const after = await simStats(sim)
     const all = warmMessages + total
@@ -117,7 +121,7 @@ export async function spreadRun(ctx: Ctx, sim: Http, partitions: number, cluster
             equal('records DELIVERED', deliveredRecords, all),
             equal('accepted by the simulator (none submitted twice)', after.accepted - first.accepted, all),
           ],
-          notes: `${total.toLocaleString('en-US')} messages after a warm-up of ${warmMessages.toLocaleString('en-US')}; Redis CPU per message${target.masters.length > 1 ? ' on each master' : ''}: ${perMaster}`,
+          notes: `${total.toLocaleString('en-US')} messages after a warm-up of ${warmMessages.toLocaleString('en-US')}; ${processCpu}; Redis CPU per message${target.masters.length > 1 ? ' on each master' : ''}: ${perMaster}`,
         },
       ],
     }
