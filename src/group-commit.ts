@@ -97,9 +97,11 @@ async function commit(
   afterChanges: AfterChanges,
   connections: RedisClient[],
 ): Promise<Message[]> {
+  // On a cluster, the WAIT goes to each shard written; the slots are only worked out when it is needed.
+  const shards = config.REDIS_MIN_REPLICAS > 0 ? [...new Set(messages.map((m) => shardOf(m.id)))] : []
   const writes = writesFrom(
     connections,
-    messages.map((m) => store.keys.outbox(shardOf(m.id))),
+    shards.map((shard) => store.keys.shardRoot(shard)),
   )
   const jobs = sendJobs(messages, config)
   const byId = new Map(messages.map((m) => [m.id, m]))

@@ -85,7 +85,7 @@ export async function dlrWorkers(ctx: Ctx, processes: number, hset: HsetCeiling,
 
 /** Sums the counts the dlr processor returned, from the queue's event stream (jobs themselves are removed). */
 async function dlrResults(redis: Redis, prefix: string): Promise<{ jobs: number; counts: Record<string, number> }> {
-  const entries = await redis.xrange(`${prefix}:dlr:events`, '-', '+')
+  const entries = await redis.xrange(`${partitionPrefix({ KEY_PREFIX: prefix }, 0)}:dlr:events`, '-', '+')
   const counts: Record<string, number> = {}
   let jobs = 0
   for (const [, fields] of entries) {
