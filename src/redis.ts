@@ -34,9 +34,7 @@ export function createRedis(where: RedisSettings | string, role: 'producer' | 'w
     ...extra,
   }
   const redis = settings.REDIS_SENTINELS ? new Redis({ ...sentinelOptions(settings), ...options }) : new Redis(settings.REDIS_URL, options)
-  // ioredis 6 closes the failover detector's sentinel connections on disconnect() but not after
-  // quit(), and they would keep the process alive: an ended connection is disconnected as well.
-  if (settings.REDIS_SENTINELS) redis.on('end', () => redis.disconnect())
+  if (settings.REDIS_SENTINELS) followSentinels(redis)
   // Connection errors surface through the commands that fail (503 in the API, retries in workers)
   // and through /ready; an unhandled 'error' event would only print a stack trace per reconnect.
   redis.on('error', () => {})
@@ -69,6 +67,31 @@ function createCluster(settings: RedisSettings, role: 'producer' | 'worker', ext
   const cluster = new Cluster(hostPorts(settings.REDIS_CLUSTER_NODES!), options)
   cluster.on('error', () => {})
   return cluster
+}
+
+/**
+ * Two ioredis 6 behaviours in Sentinel mode. It closes the failover detector's sentinel connections on
+ * disconnect() but not after quit(), and they would keep the process alive: an ended connection is
+ * disconnected as well. And a failover announced while the connection is reconnecting ends it for
+ * good ("Connection is closed.", status `end`, no further retry): a connection that ends without
+ * having been closed here connects again.
+ */
+function followSentinels(redis: Redis): void {
+  let closing = false
+  const quit = redis.quit.bind(redis)
+  const disconnect = redis.disconnect.bind(redis)
+  redis.quit = (...args: Parameters<typeof quit>) => {
+    closing = true
+    return quit(...args)
+  }
+  redis.disconnect = (reconnect?: boolean) => {
+    if (!reconnect) closing = true
+    disconnect(reconnect)
+  }
+  redis.on('end', () => {
+    if (closing) disconnect()
+    else setTimeout(() => redis.connect().catch(() => {}), 200).unref()
+  })
 }
 
 /**
