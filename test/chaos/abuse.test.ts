@@ -26,7 +26,7 @@ const api = stack.api!
 
 /** Messages stored and dlr jobs queued: what an abusive request must not change. */
 async function footprint(s: Stack = stack): Promise<string> {
-  const [messages, dlr] = await Promise.all([chaos.redisClient.zcard(s.keys.created(DEFAULT_TENANT, 0)), chaos.redisClient.get(`${s.prefix}:dlr:id`)])
+  const [messages, dlr] = await Promise.all([chaos.redisClient.zcard(s.keys.created(DEFAULT_TENANT, 0)), chaos.redisClient.get(`${s.queuePrefix}:dlr:id`)])
   return `messages=${messages} dlr-jobs=${dlr ?? 0}`
 }
 

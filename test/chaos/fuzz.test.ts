@@ -313,7 +313,7 @@ t.test('POST /infobip-dlr: never a 5xx; a 4xx stores nothing; a 200 stores one d
       // A wrong token counts one failed authentication of the address: not data.
       const stored = writes.filter((k) => !k.includes(':authfail:'))
       if (res.status >= 400) return stored.length === 0 || fail(t, `/infobip-dlr answered ${res.status} but wrote ${stored.slice(0, 5).join(', ')}`)
-      const jobKeys = writes.filter((k) => new RegExp(`^${stack.prefix}:dlr:\\d+$`).test(k))
+      const jobKeys = writes.filter((k) => k.startsWith(`${stack.queuePrefix}:dlr:`) && /:\d+$/.test(k))
       if (jobKeys.length !== 1) return fail(t, `a 200 wrote ${jobKeys.length} dlr jobs`)
       const job = await dlrQueue.getJob(jobKeys[0]!.split(':').pop()!)
       const sent = (JSON.parse(Buffer.isBuffer(body) ? body.toString() : body) as { results: unknown[] }).results

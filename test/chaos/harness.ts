@@ -246,6 +246,11 @@ export class Stack {
     return this.env.KEY_PREFIX!
   }
 
+  /** The BullMQ prefix of the queues' one partition (the chaos stack runs with QUEUE_PARTITIONS=1). */
+  get queuePrefix(): string {
+    return partitionPrefix({ KEY_PREFIX: this.prefix }, 0)
+  }
+
   get apiUrl(): string {
     return `http://127.0.0.1:${this.apiPort}`
   }
@@ -317,7 +322,7 @@ export class Stack {
   }
 
   queue(name: QueueName): Queue {
-    const queue = new Queue(name, { connection: this.chaos.redisClient, prefix: partitionPrefix({ KEY_PREFIX: this.prefix }, 0) })
+    const queue = new Queue(name, { connection: this.chaos.redisClient, prefix: this.queuePrefix })
     this.queues.push(queue)
     return queue
   }

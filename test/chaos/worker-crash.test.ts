@@ -1,4 +1,3 @@
-import { partitionPrefix } from '../../src/queues.js'
 import { QueueEvents } from 'bullmq'
 import t from 'tap'
 import { isFinal, RANK, type Status } from '../../src/domain/status.js'
@@ -165,7 +164,7 @@ t.test('dlr: a dlr worker SIGKILLed while 20,000 reports are applied; the others
   t.pass(`${reports.length} reports acknowledged in ${posts.length} POSTs`)
 
   const queue = stack.queue('dlr')
-  const events = new QueueEvents('dlr', { connection: chaos.client(), prefix: partitionPrefix({ KEY_PREFIX: stack.prefix }, 0) })
+  const events = new QueueEvents('dlr', { connection: chaos.client(), prefix: stack.queuePrefix })
   t.teardown(() => events.close())
   let stalled = 0
   events.on('stalled', () => stalled++)
@@ -213,7 +212,7 @@ t.test('dlr: a report job whose worker dies twice is still applied', async (t) =
   t.equal((await api.post(DLR_PATH, { results })).status, 200, 'one POST of 2,000 reports acknowledged')
   const queue = stack.queue('dlr')
   const [job] = await queue.getJobs(['waiting'])
-  const started = async () => Number(await chaos.redisClient.hget(`${stack.prefix}:dlr:${job!.id}`, 'ats'))
+  const started = async () => Number(await chaos.redisClient.hget(`${stack.queuePrefix}:dlr:${job!.id}`, 'ats'))
 
   // Two workers in turn take the job and are SIGKILLed while it runs (a crash, then another).
   for (let kill = 1; kill <= 2; kill++) {
