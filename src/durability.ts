@@ -27,9 +27,9 @@ export const writesFrom = (connections: RedisClient[], slots: string[] = []): Wr
 
 /**
  * REDIS_MIN_REPLICAS (docs/operations.md#redis-deployments): before an answer acknowledges writes,
- * `WAIT n REDIS_WAIT_TIMEOUT_MS` on every connection that made them; fewer replicas than n → 503. A
- * connection that changed socket since the writes (a reconnect, a failover) proves nothing: 503 too.
- * Pass the connections themselves when their writes were answered just before this call.
+ * `WAIT n REDIS_WAIT_TIMEOUT_MS` on every connection that made them (on a cluster, on the master of
+ * every slot written); fewer replicas than n → 503. A connection that changed socket since the writes
+ * (a reconnect, a failover) proves nothing: 503 too.
  */
 export async function acknowledge(writes: Writes, config: Settings): Promise<void> {
   const n = config.REDIS_MIN_REPLICAS

@@ -98,11 +98,7 @@ async function commit(
   connections: RedisClient[],
 ): Promise<Message[]> {
   // On a cluster, the WAIT goes to each shard written; the slots are only worked out when it is needed.
-  const shards = config.REDIS_MIN_REPLICAS > 0 ? [...new Set(messages.map((m) => shardOf(m.id)))] : []
-  const writes = writesFrom(
-    connections,
-    shards.map((shard) => store.keys.shardRoot(shard)),
-  )
+  const writes = writesFrom(connections, config.REDIS_MIN_REPLICAS > 0 ? store.slotsOf(messages.map((m) => m.id)) : [])
   const jobs = sendJobs(messages, config)
   const byId = new Map(messages.map((m) => [m.id, m]))
   for (const job of jobs) if (job.opts.delay !== undefined) for (const id of job.data.ids) byId.get(id)!.job = job.opts.jobId

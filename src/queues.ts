@@ -1,7 +1,7 @@
 import { Queue, type ConnectionOptions, type JobsOptions, type JobState } from 'bullmq'
 import type { Config } from './config.js'
 import { byShard, shardOf, shardsOf } from './shards.js'
-import { makeKeys } from './store/keys.js'
+import { shardRoot } from './store/keys.js'
 import { queueTelemetry } from './tracing.js'
 
 export const QUEUE = { send: 'send', dlr: 'dlr', callback: 'callback', reconcile: 'reconcile', inbound: 'inbound' } as const
@@ -75,7 +75,7 @@ export const inboundJobOptions: JobsOptions = { ...dlrJobOptions }
  * The BullMQ prefix of a queue's partition: the root of the shard it belongs to, `<KEY_PREFIX>:{<tag>}`,
  * so that a partition's keys share one hash slot with the shard's records (docs/store.md#shards).
  */
-export const partitionPrefix = (config: Pick<Config, 'KEY_PREFIX'>, partition: number): string => makeKeys(config.KEY_PREFIX).shardRoot(partition)
+export const partitionPrefix = (config: Pick<Config, 'KEY_PREFIX'>, partition: number): string => shardRoot(config.KEY_PREFIX, partition)
 
 /**
  * One queue of the service, split into QUEUE_PARTITIONS BullMQ queues (BullMQ keeps each queue in one
@@ -128,6 +128,17 @@ export class Partitioned<T> {
     return Promise.all(this.partitions.map((q) => q.close()))
   }
 }
+
+/** A queue partition, with its number and how many partitions its queue has. */
+export interface QueuePartition {
+  queue: Queue
+  partition: number
+  partitions: number
+}
+
+/** Every partition of every one of these queues, queue by queue: what the dashboard and the metrics show. */
+export const everyPartition = (queues: Record<string, { readonly partitions: readonly Queue[] }>): QueuePartition[] =>
+  Object.values(queues).flatMap((q) => q.partitions.map((queue, partition, all) => ({ queue, partition, partitions: all.length })))
 
 /**
  * BullMQ keys start with KEY_PREFIX, like every other key of the service, and each partition's with

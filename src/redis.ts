@@ -15,9 +15,9 @@ const single = (url: string): RedisSettings => ({ REDIS_URL: url, REDIS_TLS: fal
 
 /**
  * Every connection of every process, in one of the deployments (REDIS_CLUSTER_NODES wins over
- * REDIS_SENTINELS, which wins over REDIS_URL). Producers (the API) fail fast: no offline queue, so a request meets a Redis outage or a failover
- * with an error (mapped to 503) instead of waiting. Workers wait: their commands ride out a Redis
- * restart or a failover.
+ * REDIS_SENTINELS, which wins over REDIS_URL). Producers (the API) fail fast: no offline queue, so a
+ * request meets a Redis outage or a failover with an error (mapped to 503) instead of waiting.
+ * Workers wait: their commands ride out a Redis restart or a failover.
  */
 export function createRedis(where: RedisSettings | string, role: 'producer' | 'worker', extra: RedisOptions = {}): RedisClient {
   const settings = typeof where === 'string' ? single(where) : where

@@ -2,11 +2,10 @@ import { createHash } from 'node:crypto'
 import { createBullBoard } from '@bull-board/api'
 import { BullMQAdapter } from '@bull-board/api/bullMQAdapter'
 import { FastifyAdapter } from '@bull-board/fastify'
-import type { Queue } from 'bullmq'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import fp from 'fastify-plugin'
 import { maskPhone } from '../domain/phone.js'
-import { dlrResults, inboundResults, QUEUE, type DlrJob, type InboundJob } from '../queues.js'
+import { dlrResults, everyPartition, inboundResults, QUEUE, type DlrJob, type InboundJob } from '../queues.js'
 import { matchSecret } from './auth.js'
 
 export const BULL_BOARD_PATH = '/admin/queues'
@@ -43,6 +42,9 @@ const FORMATTERS: Record<string, (data: DlrJob | InboundJob) => unknown> = {
   [QUEUE.inbound]: (data: InboundJob) => maskJobData({ results: inboundResults(data) }),
 }
 
+/** A queue partition's name on the board: with several partitions each is a queue of its own, `p1.send` for partition 1 of send. */
+export const boardName = (queue: string, partition: number, partitions: number): string => (partitions > 1 ? `p${partition}.${queue}` : queue)
+
 /**
  * Bull Board at `/admin/queues` over every queue (docs/operations.md#dashboard), behind HTTP Basic auth. Not mounted at
  * all unless both BULL_BOARD_USER and BULL_BOARD_PASSWORD are set. Read-only unless
@@ -51,9 +53,6 @@ const FORMATTERS: Record<string, (data: DlrJob | InboundJob) => unknown> = {
  * stripped of their credentials (a callback job holds the client's callback URL). Failed logins
  * count towards the per-address throttle (auth-throttle.ts).
  */
-/** A queue partition's name on the board: with several partitions each is a queue of its own, `p1.send` for partition 1 of send. */
-export const boardName = (queue: string, partition: number, partitions: number): string => (partitions > 1 ? `p${partition}.${queue}` : queue)
-
 export default fp(
   async function bullBoardPlugin(app) {
     const { config } = app
@@ -64,9 +63,8 @@ export default fp(
       return
     }
 
-    const queues = Object.values(app.queues).flatMap((q) => (q.partitions as Queue[]).map((queue, p, all) => ({ queue, p, all: all.length })))
-    const adapters = queues.map(({ queue, p, all }) => {
-      const named = all > 1 ? { prefix: boardName('', p, all), displayName: `${queue.name} (partition ${p})` } : {}
+    const adapters = everyPartition(app.queues).map(({ queue, partition, partitions }) => {
+      const named = partitions > 1 ? { prefix: boardName('', partition, partitions), displayName: `${queue.name} (partition ${partition})` } : {}
       const adapter = new BullMQAdapter(queue, { readOnlyMode: config.BULL_BOARD_READ_ONLY, ...named })
       adapter.setFormatter('data', FORMATTERS[queue.name] ?? maskJobData)
       adapter.setFormatter('returnValue', maskJobData)

@@ -1,4 +1,4 @@
-import type { Queue } from 'bullmq'
+import { everyPartition, type QueuePartition } from '../queues.js'
 import fp from 'fastify-plugin'
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 import { QUEUE_STATES, readSharedMetrics, SHARED_COUNTERS, SHARED_HISTOGRAMS, SharedMetrics, type Labels, type Series } from '../metrics.js'
@@ -26,7 +26,7 @@ export default fp(
   async function metricsPlugin(app) {
     const { config } = app
     const metrics = new SharedMetrics(app.redis, config.KEY_PREFIX, app.log)
-    const queues = Object.values(app.queues).flatMap((q) => q.partitions as Queue[])
+    const queues = everyPartition(app.queues)
     const registry = new Registry()
     collectDefaultMetrics({ register: registry })
 
@@ -122,20 +122,17 @@ function registerShared(registry: Registry, read: () => Promise<Snapshot>, tenan
   })
 }
 
-function registerQueueDepths(registry: Registry, queues: Queue[]): void {
+function registerQueueDepths(registry: Registry, queues: QueuePartition[]): void {
   new Gauge({
     name: 'sms_queue_jobs',
     help: 'Jobs per queue, partition (QUEUE_PARTITIONS) and state, read from BullMQ at scrape time',
     labelNames: ['queue', 'partition', 'state'],
     registers: [registry],
     async collect() {
-      const counts = await Promise.all(queues.map((q) => q.getJobCounts(...QUEUE_STATES)))
+      const counts = await Promise.all(queues.map(({ queue }) => queue.getJobCounts(...QUEUE_STATES)))
       this.reset()
-      const partition = new Map<string, number>()
-      queues.forEach((q, i) => {
-        const p = partition.get(q.name) ?? 0
-        partition.set(q.name, p + 1)
-        for (const state of QUEUE_STATES) this.set({ queue: q.name, partition: String(p), state }, counts[i]![state] ?? 0)
+      queues.forEach(({ queue, partition }, i) => {
+        for (const state of QUEUE_STATES) this.set({ queue: queue.name, partition: String(partition), state }, counts[i]![state] ?? 0)
       })
     },
   })

@@ -21,8 +21,8 @@ const health: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get('/ready', { schema: { tags: ['operations'], response: { 200: Ready, 503: Ready } } }, async (_request, reply) => {
     const partitions = await Promise.all(
-      app.store.shards.map((shard) =>
-        app.redis.exists(app.store.keys.shardRoot(shard)).then(
+      app.store.slotsOf().map((slot) =>
+        app.redis.exists(slot).then(
           () => 'ok' as const,
           () => 'unreachable' as const,
         ),

@@ -3,7 +3,7 @@ import { acknowledge, writesFrom } from '../durability.js'
 import { HttpError } from '../errors.js'
 import { parseAnyBodyAsJson } from '../json-depth.js'
 import dlrAuth from '../plugins/dlr-auth.js'
-import { bodiesByPartition, dlrJobOptions, partitionPrefix, reportMessageId } from '../queues.js'
+import { bodiesByPartition, dlrJobOptions, reportMessageId } from '../queues.js'
 import { shardOf } from '../shards.js'
 import { ErrorResponse } from '../schemas/messages.js'
 import { DLR_MAX_RESULTS, DlrAccepted, DlrBody, DlrHeaders, DlrQuery } from '../schemas/infobip.js'
@@ -49,7 +49,7 @@ const infobipDlr: FastifyPluginAsyncTypebox = async (app) => {
       await acknowledge(
         writesFrom(
           [app.queueRedis],
-          [...bodies.keys()].map((p) => partitionPrefix(app.config, p)),
+          [...bodies.keys()].map((p) => app.store.keys.shardRoot(p)),
         ),
         app.config,
       )

@@ -3,7 +3,7 @@ import { acknowledge, writesFrom } from '../durability.js'
 import { HttpError } from '../errors.js'
 import { parseAnyBodyAsJson } from '../json-depth.js'
 import dlrAuth from '../plugins/dlr-auth.js'
-import { inboundJobOptions, partitionPrefix } from '../queues.js'
+import { inboundJobOptions } from '../queues.js'
 import { shardOfKey } from '../shards.js'
 import { ErrorResponse } from '../schemas/messages.js'
 import { DLR_MAX_RESULTS, DlrHeaders, DlrQuery, InboundAccepted, InboundBody } from '../schemas/infobip.js'
@@ -53,7 +53,7 @@ const infobipInbound: FastifyPluginAsyncTypebox = async (app) => {
       // to the same partition, whose worker applies them in order.
       const partition = shardOfKey(JSON.stringify((results[0] as { from?: unknown } | undefined)?.from ?? ''), queue.partitions.length)
       await queue.partitions[partition]!.add('inbound', { body: request.rawBody }, inboundJobOptions)
-      await acknowledge(writesFrom([app.queueRedis], [partitionPrefix(app.config, partition)]), app.config)
+      await acknowledge(writesFrom([app.queueRedis], [app.store.keys.shardRoot(partition)]), app.config)
       return { received: results.length }
     },
   )

@@ -7,7 +7,6 @@ import { FieldError, HttpError } from '../errors.js'
 import { countCreated, countTransitions } from '../metrics.js'
 import { registerRateLimit } from '../plugins/rate-limit.js'
 import { Cancels } from '../cancels.js'
-import { shardOf } from '../shards.js'
 import { acknowledge, writesFrom } from '../durability.js'
 import { callbackJobOptions } from '../callbacks.js'
 import { makeAfterChanges } from '../changes.js'
@@ -141,7 +140,7 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
     },
     async (request, reply) => {
       const { id } = request.params
-      const writes = writesFrom([app.redis, app.queueRedis], [app.store.keys.shardRoot(shardOf(id))])
+      const writes = writesFrom([app.redis, app.queueRedis], app.store.slotsOf([id]))
       const [result] = await cancels.cancel(request.tenant.name, [id])
       const [message] = await app.store.getOwned(request.tenant.name, [id])
       if (result!.result === 'missing' || !message) throw notFound(id)
@@ -180,10 +179,7 @@ const messages: FastifyPluginAsyncTypebox = async (app) => {
       },
     },
     async (request) => {
-      const writes = writesFrom(
-        [app.redis, app.queueRedis],
-        app.store.shards.map((shard) => app.store.keys.shardRoot(shard)),
-      )
+      const writes = writesFrom([app.redis, app.queueRedis], app.store.slotsOf())
       const counts = await cancels.byReference(request.tenant.name, request.body.reference)
       await acknowledge(writes, config)
       return counts

@@ -25,11 +25,7 @@ const tags = ['suppressions']
  */
 const suppressions: FastifyPluginAsyncTypebox = async (app) => {
   // A change is written to every shard's copy of the list.
-  const everyShard = () =>
-    writesFrom(
-      [app.redis],
-      app.store.shards.map((shard) => app.store.keys.shardRoot(shard)),
-    )
+  const everyShard = () => writesFrom([app.redis], app.store.slotsOf())
   app.addHook('onRequest', app.authenticate)
   await registerRateLimit(app)
 

@@ -62,8 +62,11 @@ export const STATUS_INDEX = ':idx:status:'
 /** What follows a tenant's name in the name of its suppression list (a hash: number → JSON). */
 export const SUPPRESSIONS = ':supp'
 
+/** `<prefix>:{<tag>}`: what every key of a shard starts with, and its BullMQ queues' prefix. */
+export const shardRoot = (prefix: string, shard: number): string => `${prefix}:{${SHARD_TAGS[shard]}}`
+
 export function makeKeys(prefix: string): Keys {
-  const roots = SHARD_TAGS.map((tag) => `${prefix}:{${tag}}:`)
+  const roots = SHARD_TAGS.map((_, shard) => `${shardRoot(prefix, shard)}:`)
   const tenantRoot = (shard: number) => `${roots[shard]}t:`
   const byStatus = (tenant: string, status: Status, shard: number) => `${tenantRoot(shard)}${tenant}${STATUS_INDEX}${status}`
   const message = (id: string) => `${roots[shardOf(id)]}msg:${id}`

@@ -108,6 +108,15 @@ export class MessageStore {
   }
 
   /**
+   * A key of each shard these message ids name, or of every shard: where writes went, for the WAIT
+   * of REDIS_MIN_REPLICAS (on a cluster it goes to the master of each of these slots).
+   */
+  slotsOf(ids?: readonly string[]): string[] {
+    const shards = ids ? new Set(ids.map(shardOf)) : this.shards
+    return [...shards].map((shard) => this.keys.shardRoot(shard))
+  }
+
+  /**
    * QUEUE_PARTITIONS may be raised, never lowered: a lower value would leave shards that nothing
    * searches, sweeps or reconciles. The highest value any process ran with is kept in Redis, and a
    * process started with less refuses to start. When it is raised, every tenant's suppression list
@@ -316,10 +325,7 @@ export class MessageStore {
   /** `write`, then (with `durability`) WAIT on the node of every shard it touched. */
   async #durable<R>(ids: string[], write: () => Promise<R>): Promise<R> {
     if (!this.#durability?.REDIS_MIN_REPLICAS) return write()
-    const writes = writesFrom(
-      [this.#redis],
-      ids.map((id) => this.keys.shardRoot(shardOf(id))),
-    )
+    const writes = writesFrom([this.#redis], this.slotsOf(ids))
     const result = await write()
     await acknowledge(writes, this.#durability)
     return result
